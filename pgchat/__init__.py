@@ -1,0 +1,22 @@
+"""pgchat: exactly-once chat analytics for PostgreSQL and Supabase."""
+
+from pgchat.errors import (
+    ConnectionFailed,
+    LockTimeout,
+    MigrationError,
+    PermissionDenied,
+    PgchatError,
+    UsageError,
+    ValidationError,
+)
+
+__all__ = [
+    "ConnectionFailed",
+    "LockTimeout",
+    "MigrationError",
+    "PermissionDenied",
+    "PgchatError",
+    "UsageError",
+    "ValidationError",
+]
+__version__ = "0.1.0"

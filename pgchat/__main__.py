@@ -1,0 +1,3 @@
+from pgchat.cli import main
+
+main()

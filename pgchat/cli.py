@@ -1,0 +1,233 @@
+"""The `pgchat` command line.
+
+Exit codes: 0 ok, 1 a check failed (drift, a failed conversation, usage drift),
+2 usage or connection error. Expected failures print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+
+from pgchat import connect as connection
+from pgchat import migrate as migrations
+from pgchat import server
+from pgchat.errors import PgchatError
+
+
+class _Cli(click.Group):
+    """Turns pgchat's expected failures into one line on stderr and a meaningful exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PgchatError as exc:
+            click.echo(f"pgchat: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except psycopg.OperationalError as exc:
+            click.echo(f"pgchat: error: database connection failed: {connection.one_line(exc)}",
+                       err=True)
+            ctx.exit(2)
+        except psycopg.Error as exc:
+            click.echo(f"pgchat: error: database error: {connection.one_line(exc)}", err=True)
+            ctx.exit(1)
+
+
+dsn_option = click.option(
+    "--dsn",
+    metavar="DSN",
+    help="libpq URI or key=value string. Default: $PGCHAT_DSN, then $DATABASE_URL, "
+    "then the embedded default (started if needed).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+
+
+def target(dsn: str | None, *, quiet: bool = False) -> str:
+    """Resolve the database and say (on stderr) which one is used."""
+    resolved = connection.resolve(dsn)
+    if not quiet:
+        click.echo(f"database: {connection.describe(resolved.dsn)} ({resolved.source})", err=True)
+    return resolved.dsn
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> None:
+    """A plain aligned table for people."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pgchat")
+def main() -> None:
+    """Exactly-once chat analytics for PostgreSQL and Supabase.
+
+    Start with `pgchat demo`; apply the migrations with `pgchat migrate`.
+    """
+
+
+# --- the embedded default --------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Manage the embedded default database (PostgreSQL 18 under ./.pgchat)."""
+
+
+@db.command("start")
+@json_option
+def db_start(as_json: bool) -> None:
+    """Start the embedded default (or reuse it) and print its URL."""
+    url = server.start_embedded()
+    if as_json:
+        emit_json({"url": url, "data_dir": str(server.embedded_data_dir())})
+    else:
+        click.echo(f"embedded PostgreSQL running, data in {server.embedded_data_dir()}")
+        click.echo(url)
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded default."""
+    click.echo("stopped" if server.stop_embedded() else "not running")
+
+
+@db.command("status")
+@json_option
+def db_status(as_json: bool) -> None:
+    """Whether the embedded default exists and runs (exit 1 if it does not run)."""
+    st = server.embedded_status()
+    if as_json:
+        emit_json({"data_dir": str(st.data_dir), "initialised": st.initialised,
+                   "running": st.running, "pid": st.pid, "url": st.url})
+    elif st.running:
+        click.echo(f"running (pid {st.pid}), data in {st.data_dir}\n{st.url}")
+    else:
+        state = "stopped" if st.initialised else "not created yet"
+        click.echo(f"{state}, data in {st.data_dir}")
+    sys.exit(0 if st.running else 1)
+
+
+@db.command("url")
+def db_url() -> None:
+    """Print the embedded default's URL (starting it if needed), e.g. for psql."""
+    click.echo(server.start_embedded())
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+lock_timeout_option = click.option(
+    "--lock-timeout", default=migrations.DEFAULT_LOCK_TIMEOUT, show_default=True,
+    help="Give up on a migration that waits this long for a table lock.",
+)
+
+
+@main.command()
+@dsn_option
+@click.option("--to", "to", metavar="ID", help="Apply up to and including this migration.")
+@click.option("--dry-run", is_flag=True, help="List what would be applied; change nothing.")
+@lock_timeout_option
+@json_option
+def migrate(dsn: str | None, to: str | None, dry_run: bool, lock_timeout: str,
+            as_json: bool) -> None:
+    """Apply pending migrations, each in one transaction."""
+    dsn = target(dsn, quiet=as_json)
+    progress = None if as_json else click.echo
+    ids = migrations.migrate(dsn, to=to, dry_run=dry_run, lock_timeout=lock_timeout,
+                             progress=progress)
+    if as_json:
+        emit_json({"dry_run": dry_run, "migrations": ids})
+    elif not ids:
+        click.echo("nothing to apply: the database is up to date")
+    elif dry_run:
+        click.echo("would apply: " + ", ".join(ids))
+    else:
+        click.echo(f"applied {len(ids)} migration(s)")
+
+
+@main.command()
+@dsn_option
+@click.option("--to", "to", metavar="ID", help="Roll back everything after ID ('base': all).")
+@click.option("--steps", type=click.IntRange(min=1), help="Roll back the newest N migrations.")
+@click.option("--all", "everything", is_flag=True, help="Roll back every migration.")
+@click.option("--dry-run", is_flag=True, help="List what would be rolled back; change nothing.")
+@lock_timeout_option
+@json_option
+def rollback(dsn: str | None, to: str | None, steps: int | None, everything: bool, dry_run: bool,
+             lock_timeout: str, as_json: bool) -> None:
+    """Roll back applied migrations (default: the newest one).
+
+    A rollback never drops a table that holds rows: it refuses and changes nothing.
+    """
+    if everything:
+        if to or steps:
+            raise click.UsageError("--all cannot be combined with --to or --steps")
+        to = "base"
+    dsn = target(dsn, quiet=as_json)
+    ids = migrations.rollback(dsn, to=to, steps=steps, dry_run=dry_run,
+                              lock_timeout=lock_timeout,
+                              progress=None if as_json else click.echo)
+    if as_json:
+        emit_json({"dry_run": dry_run, "migrations": ids})
+    elif not ids:
+        click.echo("nothing to roll back")
+    elif dry_run:
+        click.echo("would roll back: " + ", ".join(ids))
+    else:
+        click.echo(f"rolled back {len(ids)} migration(s)")
+
+
+@main.command()
+@dsn_option
+@json_option
+def status(dsn: str | None, as_json: bool) -> None:
+    """Applied and pending migrations; exit 1 if an applied file changed (drift) or is missing."""
+    states = migrations.status(target(dsn, quiet=as_json))
+    bad = [s for s in states if s.drifted or not s.on_disk]
+    if as_json:
+        emit_json([{"id": s.id, "applied": s.applied, "applied_at": s.applied_at,
+                    "drifted": s.drifted, "on_disk": s.on_disk} for s in states])
+    else:
+        rows = []
+        for s in states:
+            state = "applied" if s.applied else "pending"
+            note = "CHANGED since applied" if s.drifted else ("" if s.on_disk else "file missing")
+            rows.append([s.id, state, s.applied_at or "", note])
+        table(["migration", "state", "applied at (UTC)", "check"], rows)
+        pending = sum(not s.applied for s in states)
+        click.echo(f"\n{len(states) - pending} applied, {pending} pending, {len(bad)} problem(s)")
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@dsn_option
+@click.option("--all", "everything", is_flag=True,
+              help="Every migration, without asking a database what is pending.")
+@click.option("--supabase", "supabase_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write Supabase CLI migration files into this folder instead.")
+@lock_timeout_option
+def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeout: str) -> None:
+    """Print the pending migrations as one reviewable script (for the Supabase SQL editor).
+
+    The script runs in one transaction and records what it applied, so `pgchat status`
+    knows about it afterwards.
+    """
+    ids = migrations.pending_ids(None if everything else target(dsn))
+    if supabase_dir is not None:
+        for path in migrations.write_supabase(supabase_dir, ids, lock_timeout):
+            click.echo(str(path))
+        return
+    click.echo(migrations.render_script(ids, lock_timeout), nl=False)

@@ -1,0 +1,318 @@
+"""Applying, rolling back and inspecting pgchat's migrations (yoyo underneath).
+
+What this adds to yoyo:
+- each migration, its yoyo bookkeeping and its checksum commit in ONE transaction, with a
+  `lock_timeout`, so a crash or a blocked lock never leaves a half-applied migration;
+- a session advisory lock, so two `migrate` runs at once never both apply (the second waits,
+  then finds nothing to do), and a killed run leaves no stale lock behind;
+- a checksum per applied migration, so `status` reports files edited after they were applied;
+- yoyo's tables live in their own schema (`pgchat_migrations`), never in the API-exposed `public`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from yoyo import read_migrations
+from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
+from yoyo.connections import parse_uri
+from yoyo.migrations import get_migration_hash
+
+from pgchat.connect import connect, one_line
+from pgchat.errors import LockTimeout, MigrationError, UsageError
+from pgchat.paths import migrations_dir
+
+SCHEMA = "pgchat_migrations"
+_LOCK_KEY = 0x70676368_6D696772  # 'pgch' 'migr': pg_advisory_lock key for migrate/rollback
+DEFAULT_LOCK_TIMEOUT = "5s"
+
+Progress = Callable[[str], None]
+
+
+class _Backend(PostgresqlPsycopgBackend):  # type: ignore[misc]
+    """yoyo's psycopg 3 backend, connected from any libpq DSN instead of a yoyo URL."""
+
+    def connect(self, dburi: Any) -> psycopg.Connection:
+        self.schema = SCHEMA
+        return connect(dburi.args["pgchat_dsn"], autocommit=True)
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    id: str
+    applied: bool
+    applied_at: datetime | None
+    on_disk: bool
+    drifted: bool  # applied, and the files differ from what was applied
+
+
+def checksum(migration_id: str, directory: Path | None = None) -> str:
+    """sha256 of a migration's apply and rollback files, as they are on disk now."""
+    folder = directory or migrations_dir()
+    digest = hashlib.sha256()
+    for path in (folder / f"{migration_id}.sql", folder / f"{migration_id}.rollback.sql"):
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()
+
+
+def _migrations(directory: Path | None = None) -> Any:
+    return read_migrations(str(directory or migrations_dir()))
+
+
+def _ensure_schema(dsn: str) -> None:
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA}.pgchat_checksum ("
+            " migration_id text PRIMARY KEY, sha256 text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(f"REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC")
+
+
+@contextmanager
+def _backend(dsn: str) -> Iterator[_Backend]:
+    _ensure_schema(dsn)
+    uri = parse_uri("postgresql+psycopg://")._replace(args={"pgchat_dsn": dsn})
+    backend = _Backend(uri, "_yoyo_migration")
+    try:
+        backend.init_database()
+        backend.ensure_internal_schema_updated()
+        yield backend
+    finally:
+        backend.connection.close()
+
+
+@contextmanager
+def _exclusive(backend: _Backend, wait_seconds: float) -> Iterator[None]:
+    """Hold the migration lock; wait up to `wait_seconds` for another run to finish."""
+    deadline = time.monotonic() + wait_seconds
+    while not backend.execute(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise LockTimeout(
+                f"another pgchat migrate/rollback is running on this database "
+                f"(waited {wait_seconds:g}s); nothing was changed"
+            )
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        backend.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+
+
+def _applied(backend: _Backend) -> dict[str, tuple[datetime | None, str | None]]:
+    rows = backend.execute(
+        f"SELECT m.migration_id, m.applied_at_utc, c.sha256 FROM {SCHEMA}._yoyo_migration m"
+        f" LEFT JOIN {SCHEMA}.pgchat_checksum c ON c.migration_id = m.migration_id"
+    ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def status(dsn: str) -> list[MigrationState]:
+    """Every migration on disk or in the database: applied or pending, and drift."""
+    with _backend(dsn) as backend:
+        applied = _applied(backend)
+    states = []
+    on_disk = [m.id for m in _migrations()]
+    for mid in on_disk:
+        at, digest = applied.get(mid, (None, None))
+        drifted = mid in applied and digest is not None and digest != checksum(mid)
+        states.append(MigrationState(mid, mid in applied, at, True, drifted))
+    for mid in sorted(set(applied) - set(on_disk)):
+        states.append(MigrationState(mid, True, applied[mid][0], False, False))
+    return states
+
+
+def _run_one(backend: _Backend, migration: Any, direction: str, lock_timeout: str) -> None:
+    """Apply or roll back one migration, its bookkeeping and checksum, in one transaction."""
+    try:
+        with backend.transaction():
+            backend.execute("SELECT set_config('lock_timeout', :t, true)", {"t": lock_timeout})
+            migration.process_steps(backend, direction)
+            if direction == "apply":
+                backend.mark_one(migration, log=True)
+                backend.execute(
+                    f"INSERT INTO {SCHEMA}.pgchat_checksum (migration_id, sha256)"
+                    " VALUES (:id, :sha) ON CONFLICT (migration_id)"
+                    " DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+                    {"id": migration.id, "sha": checksum(migration.id)},
+                )
+            else:
+                backend.unmark_one(migration, log=True)
+                backend.execute(
+                    f"DELETE FROM {SCHEMA}.pgchat_checksum WHERE migration_id = :id",
+                    {"id": migration.id},
+                )
+    except psycopg.errors.LockNotAvailable:
+        raise MigrationError(
+            f"{migration.id}: could not get a lock within lock_timeout={lock_timeout} "
+            "(a long transaction holds a table it needs); nothing was changed, retry later"
+        ) from None
+    except psycopg.Error as exc:
+        verb = "apply" if direction == "apply" else "roll back"
+        raise MigrationError(f"cannot {verb} {migration.id}: {one_line(exc)}") from None
+
+
+def _select(ids: list[str], target: str | None, *, inclusive: bool) -> list[str]:
+    if target is None:
+        return ids
+    if target not in ids:
+        raise UsageError(f"unknown or not applicable migration id: {target}")
+    cut = ids.index(target)
+    return ids[: cut + 1] if inclusive else ids[:cut]
+
+
+def migrate(
+    dsn: str,
+    *,
+    to: str | None = None,
+    dry_run: bool = False,
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+    lock_wait: float = 60.0,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Apply pending migrations (up to and including `to`); return the ids applied or planned."""
+    all_ids = [m.id for m in _migrations()]
+    if to is not None and to not in all_ids:
+        raise UsageError(f"unknown migration id: {to}")
+    with _backend(dsn) as backend, _exclusive(backend, lock_wait):
+        pending = {m.id: m for m in backend.to_apply(_migrations())}
+        ids = [mid for mid in _select(all_ids, to, inclusive=True) if mid in pending]
+        if dry_run:
+            return ids
+        notices: list[str] = []
+        # Migrations speak to the operator through NOTICEs that start with "pgchat:".
+        backend.connection.add_notice_handler(
+            lambda d: notices.append(d.message_primary or "")
+            if (d.message_primary or "").startswith("pgchat:") else None
+        )
+        for mid in ids:
+            _run_one(backend, pending[mid], "apply", lock_timeout)
+            if progress:
+                progress(f"applied {mid}")
+                for note in notices:
+                    progress(f"  {note}")
+            notices.clear()
+        return ids
+
+
+def rollback(
+    dsn: str,
+    *,
+    to: str | None = None,
+    steps: int | None = None,
+    dry_run: bool = False,
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+    lock_wait: float = 60.0,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Roll back the newest `steps` migrations, or all after `to` ("base": all of them)."""
+    if to is not None and steps is not None:
+        raise UsageError("give --to or --steps, not both")
+    if steps is not None and steps < 1:
+        raise UsageError("--steps must be at least 1")
+    with _backend(dsn) as backend, _exclusive(backend, lock_wait):
+        applied_ids = list(_applied(backend))
+        on_disk = {m.id: m for m in _migrations()}
+        missing = [mid for mid in applied_ids if mid not in on_disk]
+        newest_first = [m.id for m in backend.to_rollback(_migrations())]
+        if to is None:
+            ids = newest_first[: steps or 1]
+        elif to == "base":
+            ids = newest_first
+        else:
+            if to not in newest_first:
+                raise UsageError(f"{to} is not an applied migration")
+            ids = newest_first[: newest_first.index(to)]
+        if missing:
+            raise MigrationError(f"applied migrations have no files here: {', '.join(missing)}")
+        if dry_run:
+            return ids
+        for mid in ids:
+            _run_one(backend, on_disk[mid], "rollback", lock_timeout)
+            if progress:
+                progress(f"rolled back {mid}")
+        return ids
+
+
+# --- scripts for the Supabase SQL editor and the Supabase CLI ---------------------------------
+
+_BOOKKEEPING = f"""\
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}._yoyo_migration (
+    migration_hash varchar(64) PRIMARY KEY, migration_id varchar(255), applied_at_utc timestamp);
+CREATE TABLE IF NOT EXISTS {SCHEMA}._yoyo_log (
+    id varchar(36) PRIMARY KEY, migration_hash varchar(64), migration_id varchar(255),
+    operation varchar(10), username varchar(255), hostname varchar(255), comment varchar(255),
+    created_at_utc timestamp);
+CREATE TABLE IF NOT EXISTS {SCHEMA}._yoyo_version (version int PRIMARY KEY, installed_at_utc timestamp);
+INSERT INTO {SCHEMA}._yoyo_version VALUES (2, now() AT TIME ZONE 'utc') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS {SCHEMA}.pgchat_checksum (
+    migration_id text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+"""
+
+
+def _record(mid: str) -> str:
+    return (
+        f"INSERT INTO {SCHEMA}._yoyo_migration VALUES ('{get_migration_hash(mid)}', '{mid}',"
+        f" now() AT TIME ZONE 'utc') ON CONFLICT DO NOTHING;\n"
+        f"INSERT INTO {SCHEMA}._yoyo_log VALUES (gen_random_uuid()::text,"
+        f" '{get_migration_hash(mid)}', '{mid}', 'apply', current_user, 'sql-script', NULL,"
+        f" now() AT TIME ZONE 'utc');\n"
+        f"INSERT INTO {SCHEMA}.pgchat_checksum VALUES ('{mid}', '{checksum(mid)}')"
+        " ON CONFLICT (migration_id) DO UPDATE SET sha256 = EXCLUDED.sha256;\n"
+    )
+
+
+def _body(mid: str) -> str:
+    return (migrations_dir() / f"{mid}.sql").read_text()
+
+
+def pending_ids(dsn: str | None) -> list[str]:
+    """Migrations not yet applied to `dsn` (all of them without a database)."""
+    if dsn is None:
+        return [m.id for m in _migrations()]
+    return [s.id for s in status(dsn) if s.on_disk and not s.applied]
+
+
+def render_script(ids: list[str], lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> str:
+    """One reviewable script applying `ids` in a single transaction, bookkeeping included,
+    so that `pgchat status` knows afterwards what was applied."""
+    if not ids:
+        return "-- pgchat: nothing to apply\n"
+    parts = [
+        f"-- pgchat migrations: {', '.join(ids)}\n-- Review, then run it whole (one transaction).\n",
+        "BEGIN;\n",
+        f"SET LOCAL lock_timeout = '{lock_timeout}';\n",
+        _BOOKKEEPING,
+    ]
+    for mid in ids:
+        parts.append(f"\n-- ===== {mid} =====\n{_body(mid)}\n{_record(mid)}")
+    parts.append("COMMIT;\n")
+    return "".join(parts)
+
+
+def write_supabase(directory: Path, ids: list[str], lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> list[Path]:
+    """Write `ids` as Supabase CLI migration files (`<timestamp>_pgchat_<id>.sql`).
+
+    The timestamps are derived from the migration numbers, so re-running writes the same names.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for mid in ids:
+        number = int(mid.split("_", 1)[0])
+        path = directory / f"20250101{number:06d}_pgchat_{mid}.sql"
+        path.write_text(
+            f"-- pgchat migration {mid} (generated by `pgchat sql --supabase`; do not edit)\n"
+            f"SET lock_timeout = '{lock_timeout}';\n{_BOOKKEEPING}\n{_body(mid)}\n{_record(mid)}"
+        )
+        written.append(path)
+    return written
