@@ -203,9 +203,9 @@ CREATE POLICY sessions_owner_all ON public.chat_sessions FOR ALL TO authenticate
     USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
 CREATE POLICY messages_owner_all ON public.chat_messages FOR ALL TO authenticated
     USING (EXISTS (SELECT 1 FROM public.chat_sessions s
-                   WHERE s.id = session_id AND s.user_id = (SELECT auth.uid())))
+                   WHERE s.id = chat_messages.session_id AND s.user_id = (SELECT auth.uid())))
     WITH CHECK (EXISTS (SELECT 1 FROM public.chat_sessions s
-                        WHERE s.id = session_id AND s.user_id = (SELECT auth.uid())));
+                        WHERE s.id = chat_messages.session_id AND s.user_id = (SELECT auth.uid())));
 CREATE POLICY usage_owner_select ON public.user_usage_daily FOR SELECT TO authenticated
     USING (user_id = (SELECT auth.uid()));
 CREATE POLICY model_access_read ON public.model_access FOR SELECT TO anon, authenticated

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import click
 import psycopg
@@ -17,6 +19,7 @@ import psycopg
 from pgchat import connect as connection
 from pgchat import migrate as migrations
 from pgchat import server
+from pgchat import usage as usage_api
 from pgchat.errors import PgchatError
 
 
@@ -231,3 +234,99 @@ def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeo
             click.echo(str(path))
         return
     click.echo(migrations.render_script(ids, lock_timeout), nl=False)
+
+
+# --- usage counters --------------------------------------------------------------------------
+
+
+@main.group()
+def usage() -> None:
+    """Verify, repair and show the usage counters (the ledger is the source of truth)."""
+
+
+def _drift_rows(drift: list[usage_api.Drift]) -> list[list[Any]]:
+    return [[d.user_id, d.usage_date or "(profile total)", d.field, d.recorded, d.expected]
+            for d in drift]
+
+
+def _drift_json(drift: list[usage_api.Drift]) -> list[dict[str, Any]]:
+    return [{"user_id": d.user_id, "usage_date": d.usage_date, "field": d.field,
+             "recorded": d.recorded, "expected": d.expected} for d in drift]
+
+
+@usage.command("verify")
+@dsn_option
+@click.option("--user", "user_id", type=click.UUID, help="Only this user.")
+@json_option
+def usage_verify(dsn: str | None, user_id: UUID | None, as_json: bool) -> None:
+    """Recompute the counters from the ledger; exit 1 if any counter drifted."""
+    with connection.connect(target(dsn, quiet=as_json)) as conn:
+        drift = usage_api.verify(conn, user_id)
+    if as_json:
+        emit_json({"ok": not drift, "drift": _drift_json(drift)})
+    elif drift:
+        table(["user", "date", "field", "recorded", "ledger says"], _drift_rows(drift))
+        users = len({d.user_id for d in drift})
+        click.echo(f"\n{len(drift)} counter(s) drifted for {users} user(s); "
+                   "`pgchat usage rebuild` repairs them")
+    else:
+        click.echo("ok: every counter matches the ledger")
+    sys.exit(1 if drift else 0)
+
+
+@usage.command("rebuild")
+@dsn_option
+@click.option("--user", "user_id", type=click.UUID, help="Only this user.")
+@click.option("--dry-run", is_flag=True, help="Show the difference; write nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask before writing.")
+@json_option
+def usage_rebuild(dsn: str | None, user_id: UUID | None, dry_run: bool, yes: bool,
+                  as_json: bool) -> None:
+    """Rewrite user_usage_daily and profiles.usage_stats from the ledger.
+
+    The one-time repair after adopting an inflated database. Shows before/after first and asks
+    for confirmation unless --yes (or --dry-run, which writes nothing).
+    """
+    with connection.connect(target(dsn, quiet=as_json)) as conn:
+        planned = usage_api.rebuild(conn, user_id, dry_run=True)
+        if not as_json and planned:
+            table(["user", "date", "field", "before", "after"], _drift_rows(planned))
+        if dry_run or not planned:
+            done: list[usage_api.Drift] = []
+        else:
+            if not yes and not click.confirm(f"rewrite {len(planned)} counter(s)?"):
+                raise click.Abort()
+            done = usage_api.rebuild(conn, user_id)
+    if as_json:
+        emit_json({"dry_run": dry_run, "changes": _drift_json(done if done else planned),
+                   "written": len(done)})
+    elif not planned:
+        click.echo("nothing to do: every counter matches the ledger")
+    elif dry_run:
+        click.echo(f"\ndry run: {len(planned)} counter(s) would change; nothing written")
+    else:
+        click.echo(f"\nrewrote {len(done)} counter(s) from the ledger")
+
+
+@usage.command("show")
+@click.argument("user_id", type=click.UUID)
+@dsn_option
+@click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="First day.")
+@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Last day.")
+@json_option
+def usage_show(user_id: UUID, dsn: str | None, date_from: datetime | None,
+               date_to: datetime | None, as_json: bool) -> None:
+    """A user's daily usage counters."""
+    with connection.connect(target(dsn, quiet=as_json)) as conn:
+        days = usage_api.show(conn, user_id, date_from and date_from.date(),
+                              date_to and date_to.date())
+    if as_json:
+        emit_json([vars(d) for d in days])
+        return
+    table(["date", "sent", "received", "input tok", "output tok", "total tok", "sessions",
+           "active min", "models"],
+          [[d.usage_date, d.messages_sent, d.messages_received, d.input_tokens, d.output_tokens,
+            d.total_tokens, d.sessions_created, d.active_minutes,
+            ", ".join(f"{m}: {n}" for m, n in sorted(d.models_used.items()))] for d in days])
+    if not days:
+        click.echo("(no usage recorded in that range)")

@@ -48,7 +48,7 @@ def describe(dsn: str) -> str:
         return "<unparseable DSN>"
     if params.get("password"):
         params["password"] = "***"
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 def one_line(exc: BaseException) -> str:

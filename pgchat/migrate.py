@@ -32,6 +32,7 @@ from pgchat.paths import migrations_dir
 
 SCHEMA = "pgchat_migrations"
 _LOCK_KEY = 0x70676368_6D696772  # 'pgch' 'migr': pg_advisory_lock key for migrate/rollback
+_SETUP_LOCK_KEY = _LOCK_KEY + 1  # held briefly while creating the bookkeeping schema and tables
 DEFAULT_LOCK_TIMEOUT = "5s"
 
 Progress = Callable[[str], None]
@@ -67,25 +68,32 @@ def _migrations(directory: Path | None = None) -> Any:
     return read_migrations(str(directory or migrations_dir()))
 
 
-def _ensure_schema(dsn: str) -> None:
-    with connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {SCHEMA}.pgchat_checksum ("
-            " migration_id text PRIMARY KEY, sha256 text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        conn.execute(f"REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC")
+def _ensure_schema(conn: psycopg.Connection) -> None:
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {SCHEMA}.pgchat_checksum ("
+        " migration_id text PRIMARY KEY, sha256 text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    conn.execute(f"REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC")
 
 
 @contextmanager
 def _backend(dsn: str) -> Iterator[_Backend]:
-    _ensure_schema(dsn)
     uri = parse_uri("postgresql+psycopg://")._replace(args={"pgchat_dsn": dsn})
-    backend = _Backend(uri, "_yoyo_migration")
+    with connect(dsn, autocommit=True) as setup:
+        # Runs starting at once take turns at the first-time set-up: concurrent CREATE ... IF NOT
+        # EXISTS (ours and yoyo's) still collide in the catalog. Closing `setup` unlocks.
+        setup.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+        _ensure_schema(setup)
+        backend = _Backend(uri, "_yoyo_migration")
+        try:
+            backend.init_database()
+            backend.ensure_internal_schema_updated()
+        except BaseException:
+            backend.connection.close()
+            raise
     try:
-        backend.init_database()
-        backend.ensure_internal_schema_updated()
         yield backend
     finally:
         backend.connection.close()
@@ -138,7 +146,8 @@ def _run_one(backend: _Backend, migration: Any, direction: str, lock_timeout: st
             backend.execute("SELECT set_config('lock_timeout', :t, true)", {"t": lock_timeout})
             migration.process_steps(backend, direction)
             if direction == "apply":
-                backend.mark_one(migration, log=True)
+                backend.mark_one(migration, log=False)
+                backend.log_migration(migration, "apply")  # mark_one would log "mark"
                 backend.execute(
                     f"INSERT INTO {SCHEMA}.pgchat_checksum (migration_id, sha256)"
                     " VALUES (:id, :sha) ON CONFLICT (migration_id)"
@@ -146,7 +155,8 @@ def _run_one(backend: _Backend, migration: Any, direction: str, lock_timeout: st
                     {"id": migration.id, "sha": checksum(migration.id)},
                 )
             else:
-                backend.unmark_one(migration, log=True)
+                backend.unmark_one(migration, log=False)
+                backend.log_migration(migration, "rollback")  # unmark_one would log "unmark"
                 backend.execute(
                     f"DELETE FROM {SCHEMA}.pgchat_checksum WHERE migration_id = :id",
                     {"id": migration.id},
@@ -253,10 +263,12 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}._yoyo_log (
     id varchar(36) PRIMARY KEY, migration_hash varchar(64), migration_id varchar(255),
     operation varchar(10), username varchar(255), hostname varchar(255), comment varchar(255),
     created_at_utc timestamp);
-CREATE TABLE IF NOT EXISTS {SCHEMA}._yoyo_version (version int PRIMARY KEY, installed_at_utc timestamp);
+CREATE TABLE IF NOT EXISTS {SCHEMA}._yoyo_version (
+    version int PRIMARY KEY, installed_at_utc timestamp);
 INSERT INTO {SCHEMA}._yoyo_version VALUES (2, now() AT TIME ZONE 'utc') ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS {SCHEMA}.pgchat_checksum (
-    migration_id text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+    migration_id text PRIMARY KEY, sha256 text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now());
 """
 
 
@@ -289,7 +301,8 @@ def render_script(ids: list[str], lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> s
     if not ids:
         return "-- pgchat: nothing to apply\n"
     parts = [
-        f"-- pgchat migrations: {', '.join(ids)}\n-- Review, then run it whole (one transaction).\n",
+        f"-- pgchat migrations: {', '.join(ids)}\n",
+        "-- Review, then run it whole (one transaction).\n",
         "BEGIN;\n",
         f"SET LOCAL lock_timeout = '{lock_timeout}';\n",
         _BOOKKEEPING,
@@ -300,7 +313,9 @@ def render_script(ids: list[str], lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> s
     return "".join(parts)
 
 
-def write_supabase(directory: Path, ids: list[str], lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> list[Path]:
+def write_supabase(
+    directory: Path, ids: list[str], lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+) -> list[Path]:
     """Write `ids` as Supabase CLI migration files (`<timestamp>_pgchat_<id>.sql`).
 
     The timestamps are derived from the migration numbers, so re-running writes the same names.

@@ -1,0 +1,544 @@
+-- Exactly-once analytics.
+--
+-- Every counted event (a successful user or assistant message; a created session) is booked once,
+-- under an idempotency key (the message id; the session id), in pgchat.usage_ledger. The daily
+-- counters (user_usage_daily) and the profile totals (profiles.usage_stats) move only by what a
+-- booking actually added, in the same statement, so re-writing a row any number of times adds
+-- nothing. The ledger is the source of truth: `pgchat usage verify` recomputes the counters from
+-- it and `pgchat usage rebuild` rewrites them. It survives deletion of messages and sessions
+-- (usage is consumption, not content).
+--
+-- What is booked, and when:
+--   * a message counts the first time a version of it is stored with role user/assistant and an
+--     empty error_message; the values of that version are booked (later edits change nothing);
+--   * user rows add messages_sent and input_tokens; assistant rows add messages_received,
+--     output_tokens, one use of their model, and elapsed_time (seconds) as active time;
+--   * on the UTC date of message_timestamp (sessions: of created_at), not the day of the write.
+--
+-- Session statistics are maintained by statement-level triggers with transition tables: counts
+-- move by deltas and the latest message is found through an index, so a write costs the same
+-- whatever the size of the session, and a bulk insert costs one trigger call, not one per row.
+-- No-op updates are suppressed before they write anything.
+--
+-- Adoption: messages and sessions already in the database are booked as already counted
+-- (source 'adopted') without moving any counter; session statistics are recomputed once.
+-- active_minutes received seconds in the legacy code: the seconds move to a new column
+-- active_seconds and active_minutes becomes what its name says.
+-- depends: 0002_baseline
+
+CREATE SCHEMA IF NOT EXISTS pgchat;
+COMMENT ON SCHEMA pgchat IS 'pgchat internals (usage ledger, helpers); not exposed through the API';
+REVOKE ALL ON SCHEMA pgchat FROM PUBLIC;
+
+CREATE TABLE pgchat.usage_ledger (
+    kind text NOT NULL CHECK (kind IN ('message', 'session')),
+    event_key text NOT NULL,
+    user_id uuid NOT NULL REFERENCES public.profiles(id) ON DELETE CASCADE,
+    usage_date date NOT NULL,
+    session_id text,
+    messages_sent integer NOT NULL DEFAULT 0 CHECK (messages_sent >= 0),
+    messages_received integer NOT NULL DEFAULT 0 CHECK (messages_received >= 0),
+    input_tokens integer NOT NULL DEFAULT 0 CHECK (input_tokens >= 0),
+    output_tokens integer NOT NULL DEFAULT 0 CHECK (output_tokens >= 0),
+    model text,
+    sessions_created integer NOT NULL DEFAULT 0 CHECK (sessions_created >= 0),
+    active_seconds integer NOT NULL DEFAULT 0 CHECK (active_seconds >= 0),
+    source text NOT NULL CHECK (source IN ('trigger', 'track_user_usage', 'adopted')),
+    booked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, event_key)
+);
+CREATE INDEX usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
+COMMENT ON TABLE pgchat.usage_ledger IS
+    'One row per counted event, keyed by message id or session id: the source of truth for usage counters';
+
+-- One usage event as the booking function takes it (the ledger row minus bookkeeping).
+CREATE TYPE pgchat.usage_event AS (
+    kind text, event_key text, user_id uuid, usage_date date, session_id text,
+    messages_sent integer, messages_received integer, input_tokens integer, output_tokens integer,
+    model text, sessions_created integer, active_seconds integer
+);
+
+-- A change to one session's statistics: messages and tokens to add (negative to remove).
+CREATE TYPE pgchat.session_delta AS (session_id text, messages integer, tokens bigint);
+
+ALTER TABLE public.user_usage_daily ADD COLUMN active_seconds integer NOT NULL DEFAULT 0;
+UPDATE public.user_usage_daily SET active_seconds = active_minutes, active_minutes = active_minutes / 60
+WHERE active_minutes <> 0;
+COMMENT ON COLUMN public.user_usage_daily.active_seconds IS 'Sum of assistant elapsed_time (seconds)';
+COMMENT ON COLUMN public.user_usage_daily.active_minutes IS 'active_seconds / 60, rounded down';
+
+-- Add counts key by key: {"a":1} + {"a":2,"b":1} = {"a":3,"b":1}. Keys only in `a` are kept.
+CREATE FUNCTION pgchat.jsonb_add_counts(a jsonb, b jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
+    SELECT coalesce(a, '{}'::jsonb) || coalesce(
+        (SELECT jsonb_object_agg(t.k, coalesce((a ->> t.k)::numeric, 0) + t.v::numeric)
+         FROM jsonb_each_text(b) AS t(k, v)),
+        '{}'::jsonb)
+$fn$;
+
+-- Book events into the ledger; move the counters by what was newly booked, and only by that.
+-- Already-booked keys are skipped (ON CONFLICT DO NOTHING), which is what makes every caller
+-- idempotent. The counter upsert is atomic (no read-then-write), so concurrent bookings for the
+-- same user and day never lose an increment. Returns how many events were newly booked.
+CREATE FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text)
+RETURNS integer LANGUAGE sql SET search_path = '' AS $fn$
+    WITH booked AS (
+        INSERT INTO pgchat.usage_ledger AS l (
+            kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
+            input_tokens, output_tokens, model, sessions_created, active_seconds, source)
+        SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+               coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
+               coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
+               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), p_source
+        FROM unnest(p_events) AS e
+        ORDER BY e.kind, e.event_key
+        ON CONFLICT (kind, event_key) DO NOTHING
+        RETURNING l.*
+    ), models AS (
+        SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
+        FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
+              FROM booked b WHERE b.model IS NOT NULL
+              GROUP BY b.user_id, b.usage_date, b.model) m
+        GROUP BY m.user_id, m.usage_date
+    ), daily AS (
+        SELECT b.user_id, b.usage_date,
+               sum(b.messages_sent)::integer AS messages_sent,
+               sum(b.messages_received)::integer AS messages_received,
+               sum(b.input_tokens)::integer AS input_tokens,
+               sum(b.output_tokens)::integer AS output_tokens,
+               sum(b.sessions_created)::integer AS sessions_created,
+               sum(b.active_seconds)::integer AS active_seconds
+        FROM booked b GROUP BY b.user_id, b.usage_date
+    ), counted AS (
+        INSERT INTO public.user_usage_daily AS u (
+            user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
+            total_tokens, models_used, sessions_created, active_seconds, active_minutes)
+        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received, d.input_tokens,
+               d.output_tokens, d.input_tokens + d.output_tokens,
+               coalesce(m.models_used, '{}'::jsonb), d.sessions_created, d.active_seconds,
+               d.active_seconds / 60
+        FROM daily d LEFT JOIN models m USING (user_id, usage_date)
+        ORDER BY d.user_id, d.usage_date
+        ON CONFLICT (user_id, usage_date) DO UPDATE SET
+            messages_sent = u.messages_sent + EXCLUDED.messages_sent,
+            messages_received = u.messages_received + EXCLUDED.messages_received,
+            input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+            output_tokens = u.output_tokens + EXCLUDED.output_tokens,
+            total_tokens = u.total_tokens + EXCLUDED.total_tokens,
+            models_used = pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used),
+            sessions_created = u.sessions_created + EXCLUDED.sessions_created,
+            active_seconds = u.active_seconds + EXCLUDED.active_seconds,
+            active_minutes = (u.active_seconds + EXCLUDED.active_seconds) / 60,
+            updated_at = now()
+        RETURNING 1
+    ), totals AS (
+        UPDATE public.profiles p SET
+            usage_stats = pgchat.jsonb_add_counts(p.usage_stats, t.delta),
+            last_active = now()
+        FROM (SELECT b.user_id, jsonb_build_object(
+                  'total_messages', sum(b.messages_sent + b.messages_received),
+                  'total_tokens', sum(b.input_tokens + b.output_tokens),
+                  'sessions_created', sum(b.sessions_created)) AS delta
+              FROM booked b GROUP BY b.user_id) t
+        WHERE p.id = t.user_id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM booked
+$fn$;
+
+-- Apply statistic deltas to sessions and refresh their "last message" fields from an index
+-- lookup (O(log n) per session, never a scan of the session). updated_at / last_activity move
+-- forward to the newest message's time (never back, never to the time of the write). Sessions whose values would not
+-- change are not written at all. Rows are locked in id order so concurrent writers cannot deadlock.
+CREATE FUNCTION pgchat.refresh_sessions(p_deltas pgchat.session_delta[])
+RETURNS void LANGUAGE sql SET search_path = '' AS $fn$
+    WITH d AS (
+        SELECT x.session_id, sum(x.messages)::integer AS messages, sum(x.tokens) AS tokens
+        FROM unnest(p_deltas) AS x GROUP BY x.session_id
+    ), locked AS (
+        SELECT s.id FROM public.chat_sessions s
+        WHERE s.id IN (SELECT d.session_id FROM d)
+        ORDER BY s.id FOR NO KEY UPDATE
+    )
+    UPDATE public.chat_sessions s SET
+        message_count = s.message_count + d.messages,
+        total_tokens = s.total_tokens + d.tokens,
+        last_message_timestamp = last.message_timestamp,
+        last_message_preview = left(last.content, 200),
+        last_model = last.model,
+        updated_at = greatest(s.updated_at, last.message_timestamp),
+        last_activity = greatest(s.last_activity, last.message_timestamp)
+    FROM d
+    LEFT JOIN LATERAL (
+        SELECT m.message_timestamp, m.content, m.model
+        FROM public.chat_messages m
+        WHERE m.session_id = d.session_id AND coalesce(m.error_message, '') = ''
+        ORDER BY m.message_timestamp DESC, m.id DESC
+        LIMIT 1
+    ) last ON true
+    WHERE s.id = d.session_id
+      AND s.id IN (SELECT locked.id FROM locked)
+      AND (d.messages <> 0 OR d.tokens <> 0
+           OR s.last_message_timestamp IS DISTINCT FROM last.message_timestamp
+           OR s.last_message_preview IS DISTINCT FROM left(last.content, 200)
+           OR s.last_model IS DISTINCT FROM last.model)
+$fn$;
+
+-- The index behind refresh_sessions: the newest successful message of a session.
+CREATE INDEX IF NOT EXISTS idx_chat_messages_session_latest
+    ON public.chat_messages (session_id, message_timestamp DESC, id DESC)
+    WHERE coalesce(error_message, '') = '';
+
+-- The usage events of a set of message rows: successful user/assistant messages only.
+-- (A view over a transition table is impossible, so the trigger passes rows as an array.)
+CREATE FUNCTION pgchat.message_events(p_rows public.chat_messages[])
+RETURNS pgchat.usage_event[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    SELECT coalesce(array_agg(ROW(
+        'message', m.id, s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
+        CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
+        CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
+        CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
+        CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
+        CASE WHEN m.role = 'assistant' THEN m.model END,
+        0,
+        CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.elapsed_time, 0), 0) ELSE 0 END
+    )::pgchat.usage_event), '{}')
+    FROM unnest(p_rows) AS m
+    JOIN public.chat_sessions s ON s.id = m.session_id
+    WHERE m.role IN ('user', 'assistant') AND coalesce(m.error_message, '') = ''
+$fn$;
+
+-- Statistic deltas of a set of message rows, signed: +1 for rows added, -1 for rows removed.
+CREATE FUNCTION pgchat.message_deltas(p_rows public.chat_messages[], p_sign integer)
+RETURNS pgchat.session_delta[] LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
+    SELECT coalesce(array_agg(ROW(
+        m.session_id,
+        CASE WHEN coalesce(m.error_message, '') = '' THEN p_sign ELSE 0 END,
+        CASE WHEN coalesce(m.error_message, '') = '' THEN p_sign * coalesce(m.total_tokens, 0) ELSE 0 END
+    )::pgchat.session_delta), '{}')
+    FROM unnest(p_rows) AS m
+$fn$;
+
+-- Rewritten: statement-level, once per INSERT/UPDATE/DELETE statement whatever its row count.
+-- SECURITY DEFINER because it writes the ledger and the counters, which app users cannot.
+CREATE OR REPLACE FUNCTION public.update_session_stats()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+DECLARE
+    v_new public.chat_messages[] := '{}';
+    v_old public.chat_messages[] := '{}';
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        v_new := ARRAY(SELECT n FROM new_rows n);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        v_old := ARRAY(SELECT o FROM old_rows o);
+    END IF;
+    PERFORM pgchat.refresh_sessions(
+        pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION public.update_session_stats() IS
+    'Trigger (per statement): keeps chat_sessions statistics and books usage exactly once';
+
+-- Rewritten. Two kinds of change reach a session:
+--  * statistics maintenance (refresh_sessions) sets updated_at / last_activity itself, to the
+--    newest message's time, so uploading last week's conversation does not make it "new";
+--  * an edit (title, is_active, ...) moves both to now(), unless the writer set them.
+-- No-op updates never get here: the _000 trigger drops them first.
+CREATE OR REPLACE FUNCTION public.update_session_timestamp()
+RETURNS trigger LANGUAGE plpgsql SET search_path = '' AS $fn$
+DECLARE
+    c_maintained CONSTANT text[] := ARRAY['message_count', 'total_tokens', 'last_model',
+        'last_message_preview', 'last_message_timestamp', 'updated_at', 'last_activity'];
+BEGIN
+    IF to_jsonb(NEW) - c_maintained = to_jsonb(OLD) - c_maintained THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        NEW.updated_at := now();
+    END IF;
+    IF NEW.last_activity IS NOT DISTINCT FROM OLD.last_activity THEN
+        NEW.last_activity := now();
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+-- Books sessions_created once per session id, on the UTC date the session was created.
+CREATE FUNCTION pgchat.tg_chat_sessions__book_created()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+BEGIN
+    PERFORM pgchat.book_usage(ARRAY(
+        SELECT ROW('session', n.id, n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, n.id,
+                   0, 0, 0, 0, NULL, 1, 0)::pgchat.usage_event
+        FROM new_sessions n), 'trigger');
+    RETURN NULL;
+END
+$fn$;
+
+-- The legacy track_user_usage took no key and so could not be idempotent: it is replaced, not
+-- overloaded, so that an old caller fails loudly instead of counting twice.
+DROP FUNCTION public.track_user_usage(uuid, integer, integer, integer, integer, varchar, boolean, integer);
+
+CREATE FUNCTION public.track_user_usage(
+    p_user_id uuid,
+    p_event_key text,
+    p_usage_date date,
+    p_messages_sent integer DEFAULT 0,
+    p_messages_received integer DEFAULT 0,
+    p_input_tokens integer DEFAULT 0,
+    p_output_tokens integer DEFAULT 0,
+    p_model_used text DEFAULT NULL,
+    p_session_created boolean DEFAULT false,
+    p_active_seconds integer DEFAULT 0
+) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+BEGIN
+    IF p_user_id IS NULL OR coalesce(p_event_key, '') = '' OR p_usage_date IS NULL THEN
+        RAISE EXCEPTION 'track_user_usage: p_user_id, p_event_key and p_usage_date are required'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF least(p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
+             p_active_seconds) < 0 THEN
+        RAISE EXCEPTION 'track_user_usage: counts must not be negative (event %)', p_event_key
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM public.profiles WHERE id = p_user_id) THEN
+        RAISE EXCEPTION 'track_user_usage: unknown user %', p_user_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN pgchat.book_usage(ARRAY[ROW(
+        CASE WHEN p_session_created THEN 'session' ELSE 'message' END, p_event_key, p_user_id,
+        p_usage_date, NULL, p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
+        p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds
+    )::pgchat.usage_event], 'track_user_usage') = 1;
+END
+$fn$;
+COMMENT ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer) IS
+    'Books one usage event exactly once. p_event_key is the message id (the session id when '
+    'p_session_created), the same key the triggers use, so an event reported by both counts once. '
+    'Returns true if it was counted now, false if that key was already counted.';
+
+-- Adoption: what is already in the database has already been counted (inflated or not);
+-- book it without moving a counter. `pgchat usage rebuild` then repairs the counters.
+INSERT INTO pgchat.usage_ledger (kind, event_key, user_id, usage_date, session_id,
+    sessions_created, source)
+SELECT 'session', s.id, s.user_id, (s.created_at AT TIME ZONE 'UTC')::date, s.id, 1, 'adopted'
+FROM public.chat_sessions s;
+
+INSERT INTO pgchat.usage_ledger (kind, event_key, user_id, usage_date, session_id, messages_sent,
+    messages_received, input_tokens, output_tokens, model, sessions_created, active_seconds, source)
+SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id, e.messages_sent,
+       e.messages_received, e.input_tokens, e.output_tokens, e.model, e.sessions_created,
+       e.active_seconds, 'adopted'
+FROM unnest(pgchat.message_events(ARRAY(SELECT m FROM public.chat_messages m))) AS e;
+
+-- Replace the per-row triggers. Session statistics are recomputed while no trigger is attached,
+-- so the correction (failed messages no longer counted) does not touch updated_at.
+DROP TRIGGER IF EXISTS on_message_change ON public.chat_messages;
+DROP TRIGGER IF EXISTS on_session_updated ON public.chat_sessions;
+
+UPDATE public.chat_sessions s SET
+    message_count = coalesce(agg.messages, 0),
+    total_tokens = coalesce(agg.tokens, 0),
+    last_message_timestamp = last.message_timestamp,
+    last_message_preview = left(last.content, 200),
+    last_model = last.model
+FROM public.chat_sessions s2
+LEFT JOIN (
+    SELECT m.session_id, count(*)::integer AS messages, sum(coalesce(m.total_tokens, 0)) AS tokens
+    FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''
+    GROUP BY m.session_id
+) agg ON agg.session_id = s2.id
+LEFT JOIN LATERAL (
+    SELECT m.message_timestamp, m.content, m.model FROM public.chat_messages m
+    WHERE m.session_id = s2.id AND coalesce(m.error_message, '') = ''
+    ORDER BY m.message_timestamp DESC, m.id DESC LIMIT 1
+) last ON true
+WHERE s.id = s2.id
+  AND (s.message_count, s.total_tokens, s.last_message_timestamp, s.last_message_preview, s.last_model)
+      IS DISTINCT FROM (coalesce(agg.messages, 0), coalesce(agg.tokens, 0)::integer,
+                        last.message_timestamp, left(last.content, 200), last.model);
+
+-- Trigger order is name order: the _000 suppressor runs first and drops no-op updates.
+CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_messages
+    FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_sessions
+    FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+CREATE TRIGGER on_session_updated BEFORE UPDATE ON public.chat_sessions
+    FOR EACH ROW EXECUTE FUNCTION public.update_session_timestamp();
+
+CREATE TRIGGER _500_session_stats_insert AFTER INSERT ON public.chat_messages
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION public.update_session_stats();
+CREATE TRIGGER _500_session_stats_update AFTER UPDATE ON public.chat_messages
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION public.update_session_stats();
+CREATE TRIGGER _500_session_stats_delete AFTER DELETE ON public.chat_messages
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION public.update_session_stats();
+CREATE TRIGGER _500_book_session_created AFTER INSERT ON public.chat_sessions
+    REFERENCING NEW TABLE AS new_sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION pgchat.tg_chat_sessions__book_created();
+
+-- What the counters should be, recomputed from the ledger.
+CREATE VIEW pgchat.expected_usage_daily AS
+SELECT l.user_id, l.usage_date,
+       sum(l.messages_sent)::integer AS messages_sent,
+       sum(l.messages_received)::integer AS messages_received,
+       sum(l.input_tokens)::integer AS input_tokens,
+       sum(l.output_tokens)::integer AS output_tokens,
+       sum(l.input_tokens + l.output_tokens)::integer AS total_tokens,
+       coalesce((SELECT jsonb_object_agg(mm.model, mm.uses) FROM (
+           SELECT l2.model, count(*) AS uses FROM pgchat.usage_ledger l2
+           WHERE l2.user_id = l.user_id AND l2.usage_date = l.usage_date AND l2.model IS NOT NULL
+           GROUP BY l2.model) mm), '{}'::jsonb) AS models_used,
+       sum(l.sessions_created)::integer AS sessions_created,
+       sum(l.active_seconds)::integer AS active_seconds
+FROM pgchat.usage_ledger l
+GROUP BY l.user_id, l.usage_date;
+
+-- Every counter that differs from the ledger: per user and day, and the profile totals
+-- (usage_date NULL). `recorded` is what the counter says, `expected` what the ledger says.
+CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL)
+RETURNS TABLE (user_id uuid, usage_date date, field text, recorded text, expected text)
+LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    WITH pairs AS (
+        SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
+               jsonb_build_object(
+                   'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
+                   'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
+                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
+                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
+                   'active_minutes', u.active_minutes) AS rec,
+               jsonb_build_object(
+                   'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
+                   'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
+                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
+                   'sessions_created', coalesce(e.sessions_created, 0),
+                   'active_seconds', coalesce(e.active_seconds, 0),
+                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
+        FROM (SELECT * FROM public.user_usage_daily x WHERE p_user_id IS NULL OR x.user_id = p_user_id) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE p_user_id IS NULL OR y.user_id = p_user_id) e
+            ON e.user_id = u.user_id AND e.usage_date = u.usage_date
+    ), profile_pairs AS (
+        SELECT p.id AS user_id, NULL::date AS usage_date,
+               jsonb_build_object(
+                   'total_messages', (p.usage_stats ->> 'total_messages')::bigint,
+                   'total_tokens', (p.usage_stats ->> 'total_tokens')::bigint,
+                   'sessions_created', (p.usage_stats ->> 'sessions_created')::bigint) AS rec,
+               jsonb_build_object(
+                   'total_messages', coalesce(t.messages, 0), 'total_tokens', coalesce(t.tokens, 0),
+                   'sessions_created', coalesce(t.sessions, 0)) AS exp
+        FROM public.profiles p
+        LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
+                          sum(l.input_tokens + l.output_tokens) AS tokens,
+                          sum(l.sessions_created) AS sessions
+                   FROM pgchat.usage_ledger l GROUP BY l.user_id) t ON t.user_id = p.id
+        WHERE p_user_id IS NULL OR p.id = p_user_id
+    )
+    SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
+    FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
+    CROSS JOIN LATERAL jsonb_object_keys(x.exp) AS k(key)
+    WHERE (x.rec -> k.key) IS DISTINCT FROM (x.exp -> k.key)
+      AND NOT (x.rec -> k.key IS NULL AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+    ORDER BY 1, 2 NULLS FIRST, 3
+$fn$;
+
+-- Rewrite the counters from the ledger (all users, or one). Days without ledger events are
+-- zeroed, never deleted. Holds a lock that makes concurrent bookings wait, so none is lost.
+-- Returns the number of daily rows and profiles that changed.
+CREATE FUNCTION pgchat.rebuild_usage(p_user_id uuid DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
+DECLARE
+    v_daily integer;
+    v_profiles integer;
+BEGIN
+    LOCK TABLE public.user_usage_daily IN SHARE ROW EXCLUSIVE MODE;
+    WITH target AS (
+        SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
+               coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
+               coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
+               coalesce(e.total_tokens, 0) AS total_tokens, coalesce(e.models_used, '{}'::jsonb) AS models_used,
+               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds
+        FROM (SELECT * FROM public.user_usage_daily x WHERE p_user_id IS NULL OR x.user_id = p_user_id) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE p_user_id IS NULL OR y.user_id = p_user_id) e
+            ON e.user_id = u.user_id AND e.usage_date = u.usage_date
+    ), written AS (
+        INSERT INTO public.user_usage_daily AS u (user_id, usage_date, messages_sent, messages_received,
+            input_tokens, output_tokens, total_tokens, models_used, sessions_created, active_seconds, active_minutes)
+        SELECT t.user_id, t.usage_date, t.messages_sent, t.messages_received, t.input_tokens, t.output_tokens,
+               t.total_tokens, t.models_used, t.sessions_created, t.active_seconds, t.active_seconds / 60
+        FROM target t
+        ON CONFLICT (user_id, usage_date) DO UPDATE SET
+            messages_sent = EXCLUDED.messages_sent, messages_received = EXCLUDED.messages_received,
+            input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+            total_tokens = EXCLUDED.total_tokens, models_used = EXCLUDED.models_used,
+            sessions_created = EXCLUDED.sessions_created, active_seconds = EXCLUDED.active_seconds,
+            active_minutes = EXCLUDED.active_minutes, updated_at = now()
+        WHERE (u.messages_sent, u.messages_received, u.input_tokens, u.output_tokens, u.total_tokens,
+               u.models_used, u.sessions_created, u.active_seconds, u.active_minutes)
+              IS DISTINCT FROM
+              (EXCLUDED.messages_sent, EXCLUDED.messages_received, EXCLUDED.input_tokens,
+               EXCLUDED.output_tokens, EXCLUDED.total_tokens, EXCLUDED.models_used,
+               EXCLUDED.sessions_created, EXCLUDED.active_seconds, EXCLUDED.active_minutes)
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_daily FROM written;
+
+    UPDATE public.profiles p SET usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || t.totals
+    FROM (SELECT pr.id AS user_id, jsonb_build_object(
+              'total_messages', coalesce(sum(l.messages_sent + l.messages_received), 0),
+              'total_tokens', coalesce(sum(l.input_tokens + l.output_tokens), 0),
+              'sessions_created', coalesce(sum(l.sessions_created), 0)) AS totals
+          FROM public.profiles pr LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id
+          WHERE p_user_id IS NULL OR pr.id = p_user_id
+          GROUP BY pr.id) t
+    WHERE p.id = t.user_id
+      AND coalesce(p.usage_stats, '{}'::jsonb) || t.totals IS DISTINCT FROM p.usage_stats;
+    GET DIAGNOSTICS v_profiles = ROW_COUNT;
+    RETURN v_daily + v_profiles;
+END
+$fn$;
+
+-- Sessions whose stored statistics differ from a from-scratch recomputation (should be none).
+CREATE FUNCTION pgchat.session_stats_drift()
+RETURNS TABLE (session_id text, field text, recorded text, expected text)
+LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    WITH expected AS (
+        SELECT s.id,
+               jsonb_build_object(
+                   'message_count', s.message_count, 'total_tokens', s.total_tokens,
+                   'last_message_timestamp', s.last_message_timestamp,
+                   'last_message_preview', s.last_message_preview, 'last_model', s.last_model) AS rec,
+               jsonb_build_object(
+                   'message_count', coalesce(agg.messages, 0), 'total_tokens', coalesce(agg.tokens, 0),
+                   'last_message_timestamp', last.message_timestamp,
+                   'last_message_preview', left(last.content, 200), 'last_model', last.model) AS exp
+        FROM public.chat_sessions s
+        LEFT JOIN (SELECT m.session_id, count(*) AS messages, sum(coalesce(m.total_tokens, 0)) AS tokens
+                   FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''
+                   GROUP BY m.session_id) agg ON agg.session_id = s.id
+        LEFT JOIN LATERAL (
+            SELECT m.message_timestamp, m.content, m.model FROM public.chat_messages m
+            WHERE m.session_id = s.id AND coalesce(m.error_message, '') = ''
+            ORDER BY m.message_timestamp DESC, m.id DESC LIMIT 1) last ON true
+    )
+    SELECT e.id, k.key, e.rec ->> k.key, e.exp ->> k.key
+    FROM expected e CROSS JOIN LATERAL jsonb_object_keys(e.exp) AS k(key)
+    WHERE (e.rec -> k.key) IS DISTINCT FROM (e.exp -> k.key)
+    ORDER BY 1, 2
+$fn$;
+
+-- Least privilege: internals are for the owner; the backend (service_role) may report usage.
+REVOKE ALL ON ALL TABLES IN SCHEMA pgchat FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgchat FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION public.update_session_stats(), public.update_session_timestamp()
+    FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer)
+    FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer)
+    TO service_role;
