@@ -15,6 +15,7 @@ BEGIN
 END
 $guard$;
 
+DROP TRIGGER _900_forget_usage ON public.profiles;
 DROP TRIGGER _500_session_stats_insert ON public.chat_messages;
 DROP TRIGGER _500_session_stats_update ON public.chat_messages;
 DROP TRIGGER _500_session_stats_delete ON public.chat_messages;

@@ -33,7 +33,7 @@ REVOKE ALL ON SCHEMA pgchat FROM PUBLIC;
 CREATE TABLE pgchat.usage_ledger (
     kind text NOT NULL CHECK (kind IN ('message', 'session')),
     event_key text NOT NULL,
-    user_id uuid NOT NULL REFERENCES public.profiles(id) ON DELETE CASCADE,
+    user_id uuid NOT NULL,  -- no FK: see tg_profiles__forget_usage
     usage_date date NOT NULL,
     session_id text,
     messages_sent integer NOT NULL DEFAULT 0 CHECK (messages_sent >= 0),
@@ -50,6 +50,20 @@ CREATE TABLE pgchat.usage_ledger (
 CREATE INDEX usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
 COMMENT ON TABLE pgchat.usage_ledger IS
     'One row per counted event, keyed by message id or session id: the source of truth for usage counters';
+
+-- The ledger's user ids always come from rows that were checked already (chat_sessions, or a
+-- profile lookup in track_user_usage), so a foreign key would only add one lookup per booked
+-- event to every bulk write. Deleting a user (GDPR) still deletes its ledger, set-based:
+CREATE FUNCTION pgchat.tg_profiles__forget_usage()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+BEGIN
+    DELETE FROM pgchat.usage_ledger l USING old_profiles o WHERE l.user_id = o.id;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER _900_forget_usage AFTER DELETE ON public.profiles
+    REFERENCING OLD TABLE AS old_profiles
+    FOR EACH STATEMENT EXECUTE FUNCTION pgchat.tg_profiles__forget_usage();
 
 -- One usage event as the booking function takes it (the ledger row minus bookkeeping).
 CREATE TYPE pgchat.usage_event AS (
@@ -189,9 +203,16 @@ CREATE INDEX IF NOT EXISTS idx_chat_messages_session_latest
     ON public.chat_messages (session_id, message_timestamp DESC, id DESC)
     WHERE coalesce(error_message, '') = '';
 
--- The usage events of a set of message rows: successful user/assistant messages only.
--- (A view over a transition table is impossible, so the trigger passes rows as an array.)
-CREATE FUNCTION pgchat.message_events(p_rows public.chat_messages[])
+-- What the triggers need to know of a message: everything but its content, so that a bulk
+-- write does not copy message bodies around. Built from the transition tables.
+CREATE TYPE pgchat.message_facts AS (
+    id text, session_id text, role text, counted boolean, total_tokens integer,
+    input_tokens integer, output_tokens integer, model text, elapsed_time integer,
+    message_timestamp timestamptz
+);
+
+-- The usage events of a set of messages: successful user/assistant messages only.
+CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[])
 RETURNS pgchat.usage_event[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
     SELECT coalesce(array_agg(ROW(
         'message', m.id, s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
@@ -205,18 +226,17 @@ RETURNS pgchat.usage_event[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
     )::pgchat.usage_event), '{}')
     FROM unnest(p_rows) AS m
     JOIN public.chat_sessions s ON s.id = m.session_id
-    WHERE m.role IN ('user', 'assistant') AND coalesce(m.error_message, '') = ''
+    WHERE m.counted AND m.role IN ('user', 'assistant')
 $fn$;
 
--- Statistic deltas of a set of message rows, signed: +1 for rows added, -1 for rows removed.
-CREATE FUNCTION pgchat.message_deltas(p_rows public.chat_messages[], p_sign integer)
+-- Statistic deltas of a set of messages per session, signed: +1 for rows added, -1 removed.
+CREATE FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_sign integer)
 RETURNS pgchat.session_delta[] LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
-    SELECT coalesce(array_agg(ROW(
-        m.session_id,
-        CASE WHEN coalesce(m.error_message, '') = '' THEN p_sign ELSE 0 END,
-        CASE WHEN coalesce(m.error_message, '') = '' THEN p_sign * coalesce(m.total_tokens, 0) ELSE 0 END
-    )::pgchat.session_delta), '{}')
-    FROM unnest(p_rows) AS m
+    SELECT coalesce(array_agg(ROW(d.session_id, d.messages, d.tokens)::pgchat.session_delta), '{}')
+    FROM (SELECT m.session_id,
+                 (p_sign * count(*) FILTER (WHERE m.counted))::integer AS messages,
+                 p_sign * coalesce(sum(coalesce(m.total_tokens, 0)) FILTER (WHERE m.counted), 0) AS tokens
+          FROM unnest(p_rows) AS m GROUP BY m.session_id) d
 $fn$;
 
 -- Rewritten: statement-level, once per INSERT/UPDATE/DELETE statement whatever its row count.
@@ -224,14 +244,21 @@ $fn$;
 CREATE OR REPLACE FUNCTION public.update_session_stats()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
-    v_new public.chat_messages[] := '{}';
-    v_old public.chat_messages[] := '{}';
+    v_new pgchat.message_facts[] := '{}';
+    v_old pgchat.message_facts[] := '{}';
 BEGIN
+    -- new_rows / old_rows exist only for the events that have them, hence the branches.
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        v_new := ARRAY(SELECT n FROM new_rows n);
+        v_new := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
+                                  n.total_tokens, n.input_tokens, n.output_tokens, n.model,
+                                  n.elapsed_time, n.message_timestamp)::pgchat.message_facts
+                       FROM new_rows n);
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        v_old := ARRAY(SELECT o FROM old_rows o);
+        v_old := ARRAY(SELECT ROW(o.id, o.session_id, o.role, coalesce(o.error_message, '') = '',
+                                  o.total_tokens, o.input_tokens, o.output_tokens, o.model,
+                                  o.elapsed_time, o.message_timestamp)::pgchat.message_facts
+                       FROM old_rows o);
     END IF;
     PERFORM pgchat.refresh_sessions(
         pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
@@ -334,7 +361,11 @@ INSERT INTO pgchat.usage_ledger (kind, event_key, user_id, usage_date, session_i
 SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id, e.messages_sent,
        e.messages_received, e.input_tokens, e.output_tokens, e.model, e.sessions_created,
        e.active_seconds, 'adopted'
-FROM unnest(pgchat.message_events(ARRAY(SELECT m FROM public.chat_messages m))) AS e;
+FROM unnest(pgchat.message_events(ARRAY(
+    SELECT ROW(m.id, m.session_id, m.role, coalesce(m.error_message, '') = '', m.total_tokens,
+               m.input_tokens, m.output_tokens, m.model, m.elapsed_time,
+               m.message_timestamp)::pgchat.message_facts
+    FROM public.chat_messages m))) AS e;
 
 -- Replace the per-row triggers. Session statistics are recomputed while no trigger is attached,
 -- so the correction (failed messages no longer counted) does not touch updated_at.

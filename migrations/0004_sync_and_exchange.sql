@@ -36,35 +36,21 @@ BEGIN
 END
 $fn$;
 
--- A timestamp from JSON, or NULL if it is not an ISO 8601 string PostgreSQL can read.
--- (pg_input_is_valid would do, but only from PostgreSQL 16; Supabase still runs 15.)
-CREATE FUNCTION pgchat.try_timestamptz(p_value jsonb)
-RETURNS timestamptz LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
-BEGIN
-    IF jsonb_typeof(p_value) <> 'string'
-       OR NOT (p_value #>> '{}') ~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
-        RETURN NULL;
-    END IF;
-    RETURN (p_value #>> '{}')::timestamptz;
-EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
-    RETURN NULL;
-END
-$fn$;
-
--- A count from JSON: missing or null is 0; otherwise a non-negative integer that fits, or NULL.
-CREATE FUNCTION pgchat.json_count(p_value jsonb)
-RETURNS integer LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
+-- An ISO 8601 timestamp from JSON, or NULL if it is not one PostgreSQL can read. Checked by
+-- pattern and calendar, not by catching a cast error: an exception block per message would
+-- cost a subtransaction each (pg_input_is_valid would do, but only from PostgreSQL 16).
+-- Without a UTC offset the time is taken as UTC, whatever the session's TimeZone.
+CREATE FUNCTION pgchat.json_timestamptz(p_value jsonb)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
     SELECT CASE
-        WHEN p_value IS NULL OR p_value = 'null'::jsonb THEN 0
-        WHEN jsonb_typeof(p_value) = 'number' AND p_value::numeric = trunc(p_value::numeric)
-             AND p_value::numeric BETWEEN 0 AND 2147483647 THEN p_value::numeric::integer
+        WHEN NOT coalesce(t ~ '^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-](0\d|1[0-5])(:?[0-5]\d)?)?)?$', false)
+             OR substr(t, 9, 2)::integer > extract(day from make_date(substr(t, 1, 4)::integer,
+                    substr(t, 6, 2)::integer, 1) + interval '1 month - 1 day')
+            THEN NULL
+        WHEN t ~ '(Z|[+-]\d{2}(:?\d{2})?)$' AND t ~ ':' THEN t::timestamptz
+        ELSE t::timestamp AT TIME ZONE 'UTC'
     END
-$fn$;
-
--- A string field from JSON, or NULL if it is missing or not a string (callers check the type).
-CREATE FUNCTION pgchat.json_text(p_value jsonb)
-RETURNS text LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
-    SELECT CASE WHEN jsonb_typeof(p_value) = 'string' THEN p_value #>> '{}' END
+    FROM (SELECT CASE WHEN jsonb_typeof(p_value) = 'string' THEN p_value #>> '{}' END AS t) v
 $fn$;
 
 -- One message of the frontend's payload (ChatMessage), parsed and checked.
@@ -75,57 +61,97 @@ CREATE TYPE pgchat.parsed_message AS (
     error_message text, failed boolean, reason text
 );
 
--- Parse one ChatMessage. `reason` is NULL when the message is valid, else the first problem.
--- A message flagged `error: true` or carrying an error_message is `failed`.
-CREATE FUNCTION pgchat.parse_message(p_conversation_id text, p_ord bigint, p_doc jsonb)
-RETURNS pgchat.parsed_message LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
-    SELECT ROW(
-        p_conversation_id, p_ord, btrim(pgchat.json_text(p_doc -> 'id')), p_doc ->> 'role',
-        pgchat.json_text(p_doc -> 'content'), pgchat.json_text(p_doc -> 'model'),
-        coalesce(pgchat.json_count(p_doc -> 'total_tokens'),
-                 pgchat.json_count(p_doc -> 'input_tokens') + pgchat.json_count(p_doc -> 'output_tokens')),
-        pgchat.json_count(p_doc -> 'input_tokens'), pgchat.json_count(p_doc -> 'output_tokens'),
-        pgchat.json_text(p_doc -> 'user_message_id'),
-        coalesce(pgchat.json_text(p_doc -> 'contentType'), 'text'),
-        CASE WHEN jsonb_typeof(p_doc -> 'elapsed_time') = 'number'
-                  AND (p_doc -> 'elapsed_time')::numeric BETWEEN 0 AND 2147483647
-             THEN round((p_doc -> 'elapsed_time')::numeric)::integer ELSE 0 END,
-        pgchat.json_text(p_doc -> 'completion_id'),
-        pgchat.try_timestamptz(p_doc -> 'timestamp'),
-        CASE WHEN coalesce(pgchat.json_text(p_doc -> 'error_message'), '') <> ''
-             THEN pgchat.json_text(p_doc -> 'error_message')
-             WHEN p_doc -> 'error' = 'true'::jsonb THEN 'failed' END,
-        coalesce(p_doc -> 'error' = 'true'::jsonb, false)
-            OR coalesce(pgchat.json_text(p_doc -> 'error_message'), '') <> '',
-        CASE
-            WHEN jsonb_typeof(p_doc) IS DISTINCT FROM 'object' THEN format('message #%s is not a JSON object', p_ord)
-            WHEN coalesce(btrim(pgchat.json_text(p_doc -> 'id')), '') = '' THEN format('message #%s has no id', p_ord)
-            WHEN NOT coalesce(p_doc ->> 'role' IN ('user', 'assistant', 'system'), false)
-                THEN format('unknown role %s (expected user or assistant)', coalesce(p_doc -> 'role', 'null'::jsonb))
-            WHEN jsonb_typeof(p_doc -> 'content') IS DISTINCT FROM 'string' THEN 'content must be a string'
-            WHEN p_doc -> 'timestamp' IS NULL THEN 'missing timestamp'
-            WHEN pgchat.try_timestamptz(p_doc -> 'timestamp') IS NULL
-                THEN format('unparseable timestamp %s', p_doc -> 'timestamp')
-            WHEN pgchat.json_count(p_doc -> 'input_tokens') IS NULL
-                THEN format('input_tokens must be a non-negative integer, got %s', p_doc -> 'input_tokens')
-            WHEN pgchat.json_count(p_doc -> 'output_tokens') IS NULL
-                THEN format('output_tokens must be a non-negative integer, got %s', p_doc -> 'output_tokens')
-            WHEN pgchat.json_count(p_doc -> 'total_tokens') IS NULL
-                THEN format('total_tokens must be a non-negative integer, got %s', p_doc -> 'total_tokens')
-            WHEN p_doc ? 'elapsed_time' AND p_doc -> 'elapsed_time' <> 'null'::jsonb
-                 AND NOT coalesce(jsonb_typeof(p_doc -> 'elapsed_time') = 'number'
-                                  AND (p_doc -> 'elapsed_time')::numeric BETWEEN 0 AND 2147483647, false)
-                THEN format('elapsed_time must be a non-negative number of seconds, got %s', p_doc -> 'elapsed_time')
-            WHEN NOT coalesce(coalesce(pgchat.json_text(p_doc -> 'contentType'), 'text') IN ('text', 'markdown'), false)
-                THEN format('contentType must be "text" or "markdown", got %s', p_doc -> 'contentType')
-            WHEN length(pgchat.json_text(p_doc -> 'model')) > 100 THEN 'model is longer than 100 characters'
-            WHEN length(pgchat.json_text(p_doc -> 'completion_id')) > 255 THEN 'completion_id is longer than 255 characters'
-            WHEN p_doc ? 'error' AND jsonb_typeof(p_doc -> 'error') NOT IN ('boolean', 'null') THEN 'error must be true or false'
-            WHEN p_doc ? 'model' AND jsonb_typeof(p_doc -> 'model') NOT IN ('string', 'null') THEN 'model must be a string'
-            WHEN p_doc ? 'user_message_id' AND jsonb_typeof(p_doc -> 'user_message_id') NOT IN ('string', 'null')
-                THEN 'user_message_id must be a string'
-        END
-    )::pgchat.parsed_message
+-- Parse a conversation's messages (a JSON array of ChatMessage) in one set-based query.
+-- `reason` is NULL for a valid message, else its first problem. A message flagged
+-- `error: true` or carrying an error_message is `failed`. Token counts must be non-negative
+-- integers (missing or null is 0); total_tokens defaults to input + output.
+-- Everything is inline on purpose: a function call per message costs more than the parsing
+-- (each call of a function with a pinned search_path saves and restores settings).
+-- The timestamp rules are those of pgchat.json_timestamptz.
+CREATE FUNCTION pgchat.parse_messages(p_conversation_id text, p_messages jsonb)
+RETURNS SETOF pgchat.parsed_message LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
+    SELECT p_conversation_id, e.ord, f.id, f.role, f.content, f.model,
+           coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
+           coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
+           CASE WHEN coalesce(f.error_message, '') <> '' THEN f.error_message
+                WHEN f.error_flag THEN 'failed' END,
+           f.error_flag OR coalesce(f.error_message, '') <> '',
+           CASE
+               WHEN jsonb_typeof(e.doc) <> 'object' THEN format('message #%s is not a JSON object', e.ord)
+               WHEN coalesce(f.id, '') = '' THEN format('message #%s has no id', e.ord)
+               WHEN NOT coalesce(f.role IN ('user', 'assistant', 'system'), false)
+                   THEN format('unknown role %s (expected user or assistant)', coalesce(j.role, 'null'::jsonb))
+               WHEN f.content IS NULL THEN 'content must be a string'
+               WHEN j.ts IS NULL THEN 'missing timestamp'
+               WHEN t.ts IS NULL THEN format('unparseable timestamp %s', j.ts)
+               WHEN n.input IS NULL THEN format('input_tokens must be a non-negative integer, got %s', j.input)
+               WHEN n.output IS NULL THEN format('output_tokens must be a non-negative integer, got %s', j.output)
+               WHEN n.total IS NULL AND j.total <> 'null'::jsonb
+                   THEN format('total_tokens must be a non-negative integer, got %s', j.total)
+               WHEN n.elapsed IS NULL
+                   THEN format('elapsed_time must be a non-negative number of seconds, got %s', j.elapsed)
+               WHEN NOT coalesce(coalesce(f.content_type, 'text') IN ('text', 'markdown'), false)
+                   THEN format('contentType must be "text" or "markdown", got %s', j.content_type)
+               WHEN jsonb_typeof(j.model) NOT IN ('string', 'null') THEN 'model must be a string'
+               WHEN length(f.model) > 100 THEN 'model is longer than 100 characters'
+               WHEN jsonb_typeof(j.completion_id) NOT IN ('string', 'null') THEN 'completion_id must be a string'
+               WHEN length(f.completion_id) > 255 THEN 'completion_id is longer than 255 characters'
+               WHEN jsonb_typeof(j.user_message_id) NOT IN ('string', 'null') THEN 'user_message_id must be a string'
+               WHEN jsonb_typeof(j.error) NOT IN ('boolean', 'null') THEN 'error must be true or false'
+               WHEN jsonb_typeof(j.error_message) NOT IN ('string', 'null') THEN 'error_message must be a string'
+           END
+    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_messages) = 'array' THEN p_messages
+                                   ELSE '[]'::jsonb END) WITH ORDINALITY AS e(doc, ord)
+    -- Each field is looked up once.
+    CROSS JOIN LATERAL (SELECT
+        e.doc -> 'id' AS id, e.doc -> 'role' AS role, e.doc -> 'content' AS content,
+        e.doc -> 'model' AS model, e.doc -> 'user_message_id' AS user_message_id,
+        e.doc -> 'contentType' AS content_type, e.doc -> 'completion_id' AS completion_id,
+        e.doc -> 'error_message' AS error_message, e.doc -> 'error' AS error,
+        e.doc -> 'timestamp' AS ts, e.doc -> 'input_tokens' AS input,
+        e.doc -> 'output_tokens' AS output, e.doc -> 'total_tokens' AS total,
+        e.doc -> 'elapsed_time' AS elapsed
+        OFFSET 0
+    ) j
+    CROSS JOIN LATERAL (SELECT
+        CASE WHEN jsonb_typeof(j.id) = 'string' THEN btrim(j.id #>> '{}') END AS id,
+        j.role #>> '{}' AS role,
+        CASE WHEN jsonb_typeof(j.content) = 'string' THEN j.content #>> '{}' END AS content,
+        CASE WHEN jsonb_typeof(j.model) = 'string' THEN j.model #>> '{}' END AS model,
+        CASE WHEN jsonb_typeof(j.user_message_id) = 'string' THEN j.user_message_id #>> '{}' END AS user_message_id,
+        CASE WHEN jsonb_typeof(j.content_type) = 'string' THEN j.content_type #>> '{}' END AS content_type,
+        CASE WHEN jsonb_typeof(j.completion_id) = 'string' THEN j.completion_id #>> '{}' END AS completion_id,
+        CASE WHEN jsonb_typeof(j.error_message) = 'string' THEN j.error_message #>> '{}' END AS error_message,
+        coalesce(j.error = 'true'::jsonb, false) AS error_flag,
+        CASE WHEN jsonb_typeof(j.ts) = 'string' THEN j.ts #>> '{}' END AS ts_text
+        OFFSET 0
+    ) f
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN NOT coalesce(f.ts_text ~ '^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-](0\d|1[0-5])(:?[0-5]\d)?)?)?$', false)
+            THEN NULL
+        WHEN substr(f.ts_text, 9, 2)::integer > 28
+             AND substr(f.ts_text, 9, 2)::integer > extract(day from make_date(substr(f.ts_text, 1, 4)::integer,
+                     substr(f.ts_text, 6, 2)::integer, 1) + interval '1 month - 1 day')
+            THEN NULL
+        WHEN f.ts_text ~ '(Z|[+-]\d{2}(:?\d{2})?)$' AND f.ts_text ~ ':' THEN f.ts_text::timestamptz
+        ELSE f.ts_text::timestamp AT TIME ZONE 'UTC'
+    END AS ts OFFSET 0) t
+    -- A count: missing or null is 0, a non-negative integer that fits is itself, else NULL.
+    -- (elapsed_time may be fractional seconds: it is rounded.)
+    CROSS JOIN LATERAL (SELECT
+        CASE WHEN coalesce(j.input, 'null'::jsonb) = 'null'::jsonb THEN 0
+             WHEN jsonb_typeof(j.input) = 'number' AND j.input::numeric BETWEEN 0 AND 2147483647
+                  AND j.input::numeric = trunc(j.input::numeric) THEN j.input::numeric::integer END AS input,
+        CASE WHEN coalesce(j.output, 'null'::jsonb) = 'null'::jsonb THEN 0
+             WHEN jsonb_typeof(j.output) = 'number' AND j.output::numeric BETWEEN 0 AND 2147483647
+                  AND j.output::numeric = trunc(j.output::numeric) THEN j.output::numeric::integer END AS output,
+        CASE WHEN jsonb_typeof(j.total) = 'number' AND j.total::numeric BETWEEN 0 AND 2147483647
+                  AND j.total::numeric = trunc(j.total::numeric) THEN j.total::numeric::integer END AS total,
+        CASE WHEN coalesce(j.elapsed, 'null'::jsonb) = 'null'::jsonb THEN 0
+             WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 2147483647
+                  THEN round(j.elapsed::numeric)::integer END AS elapsed
+        OFFSET 0
+    ) n
 $fn$;
 
 -- The list of conversations: the array itself or {"conversations": [...]}.
@@ -180,24 +206,22 @@ BEGIN
         END) ORDER BY c.ord), '[]'::jsonb)
     INTO v_convs
     FROM (
-        SELECT e.ord, e.doc, btrim(pgchat.json_text(e.doc -> 'id')) AS id,
-               pgchat.json_text(e.doc -> 'title') AS title,
-               pgchat.try_timestamptz(e.doc -> 'createdAt') AS created_at,
-               pgchat.try_timestamptz(e.doc -> 'updatedAt') AS updated_at,
+        SELECT e.ord, e.doc, CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string' THEN btrim(e.doc ->> 'id') END AS id,
+               CASE WHEN jsonb_typeof(e.doc -> 'title') = 'string' THEN e.doc ->> 'title' END AS title,
+               pgchat.json_timestamptz(e.doc -> 'createdAt') AS created_at,
+               pgchat.json_timestamptz(e.doc -> 'updatedAt') AS updated_at,
                s.user_id AS owner,
-               count(*) OVER (PARTITION BY btrim(pgchat.json_text(e.doc -> 'id'))) AS times
+               count(*) OVER (PARTITION BY e.doc -> 'id') AS times
         FROM jsonb_array_elements(v_list) WITH ORDINALITY AS e(doc, ord)
-        LEFT JOIN public.chat_sessions s ON s.id = btrim(pgchat.json_text(e.doc -> 'id'))
+        LEFT JOIN public.chat_sessions s ON s.id = btrim(e.doc ->> 'id') AND jsonb_typeof(e.doc -> 'id') = 'string'
     ) c;
 
     -- Messages of the conversations that have an id.
     v_msgs := ARRAY(
-        SELECT pgchat.parse_message(c ->> 'id', m.ord, m.doc)
+        SELECT m
         FROM jsonb_array_elements(v_convs) AS c
-        CROSS JOIN LATERAL jsonb_array_elements(
-            CASE WHEN jsonb_typeof(v_list -> ((c ->> 'ord')::integer - 1) -> 'messages') = 'array'
-                 THEN v_list -> ((c ->> 'ord')::integer - 1) -> 'messages' ELSE '[]'::jsonb END
-        ) WITH ORDINALITY AS m(doc, ord)
+        CROSS JOIN LATERAL pgchat.parse_messages(c ->> 'id',
+                                                 v_list -> ((c ->> 'ord')::integer - 1) -> 'messages') AS m
         WHERE c ->> 'id' <> ''
     );
 
@@ -301,7 +325,6 @@ CREATE FUNCTION public.write_chat_exchange(
 DECLARE
     v_owner uuid;
     v_user pgchat.parsed_message;
-    v_reply pgchat.parsed_message;
     v_rows pgchat.parsed_message[];
     v_bad record;
     v_session_created boolean := false;
@@ -321,17 +344,16 @@ BEGIN
     END IF;
     -- A missing timestamp means "now" for a new message (this is the live path, written right
     -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
-    v_user := pgchat.parse_message(p_session_id, 1, jsonb_build_object('role', 'user',
-        'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                               WHERE id = p_user_message ->> 'id'), now())) || p_user_message);
-    v_rows := ARRAY[v_user];
-    IF p_assistant_message IS NOT NULL THEN
-        v_reply := pgchat.parse_message(p_session_id, 2, jsonb_build_object('role', 'assistant',
+    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(p_session_id, jsonb_build_array(
+        jsonb_build_object('role', 'user',
             'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                   WHERE id = p_assistant_message ->> 'id'), now()),
-            'user_message_id', v_user.id) || p_assistant_message);
-        v_rows := v_rows || v_reply;
-    END IF;
+                                   WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
+        || CASE WHEN p_assistant_message IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(
+            jsonb_build_object('role', 'assistant',
+                'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                                       WHERE id = p_assistant_message ->> 'id'), now()),
+                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END) AS m);
+    v_user := v_rows[1];
     SELECT r.ord, r.id, coalesce(r.reason, CASE
             WHEN r.ord = 1 AND r.role <> 'user' THEN 'the first message must have role user'
             WHEN r.ord = 2 AND r.role <> 'assistant' THEN 'the reply must have role assistant'

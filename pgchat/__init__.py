@@ -1,6 +1,7 @@
 """pgchat: exactly-once chat analytics for PostgreSQL and Supabase."""
 
 from pgchat.errors import (
+    Conflict,
     ConnectionFailed,
     LockTimeout,
     MigrationError,
@@ -11,6 +12,7 @@ from pgchat.errors import (
 )
 
 __all__ = [
+    "Conflict",
     "ConnectionFailed",
     "LockTimeout",
     "MigrationError",

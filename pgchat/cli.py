@@ -19,8 +19,9 @@ import psycopg
 from pgchat import connect as connection
 from pgchat import migrate as migrations
 from pgchat import server
+from pgchat import sync as sync_api
 from pgchat import usage as usage_api
-from pgchat.errors import PgchatError
+from pgchat.errors import PgchatError, UsageError
 
 
 class _Cli(click.Group):
@@ -330,3 +331,60 @@ def usage_show(user_id: UUID, dsn: str | None, date_from: datetime | None,
             ", ".join(f"{m}: {n}" for m, n in sorted(d.models_used.items()))] for d in days])
     if not days:
         click.echo("(no usage recorded in that range)")
+
+
+# --- sync -------------------------------------------------------------------------------------
+
+
+def _read_payload(source: click.File) -> list[Any]:
+    try:
+        data = json.load(source)  # type: ignore[arg-type]
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source.name}: not valid JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("conversations"), list):
+        data = data["conversations"]
+    if not isinstance(data, list):
+        raise UsageError(f"{source.name}: expected an array of conversations "
+                         'or {"conversations": [...]}')
+    return data
+
+
+@main.command("sync")
+@click.option("--user", "user_id", type=click.UUID, required=True, help="Whose conversations.")
+@click.argument("source", type=click.File("r"), metavar="FILE")
+@dsn_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Conversations per call (each batch commits on its own; re-running is safe).")
+@json_option
+def sync_command(user_id: UUID, source: click.File, dsn: str | None, batch_size: int,
+                 as_json: bool) -> None:
+    """Upload a JSON export of browser conversations as the frontend would (FILE or - for stdin).
+
+    Insert-only: nothing already stored changes. Exit 1 if any conversation was rejected.
+    """
+    conversations = _read_payload(source)
+    report = sync_api.SyncReport()
+    with connection.connect(target(dsn, quiet=as_json)) as conn:
+        batches = [conversations[i:i + batch_size]
+                   for i in range(0, len(conversations), batch_size)]
+        with click.progressbar(length=len(conversations), label="syncing", file=sys.stderr,
+                               hidden=as_json or len(batches) < 2) as bar:
+            for batch in batches:
+                report.add(sync_api.sync_user_conversations(conn, user_id, batch))
+                conn.commit()
+                bar.update(len(batch))
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        table(["", "inserted", "already there", "skipped (failed)"], [
+            ["conversations", report.sessions_inserted, report.sessions_existing, ""],
+            ["messages", report.messages_inserted, report.messages_existing,
+             report.messages_skipped_failed],
+        ])
+        if report.errors:
+            click.echo(f"\n{report.conversations_failed} conversation(s) rejected, "
+                       "nothing of them was written:")
+            table(["conversation", "message", "reason"],
+                  [[e.conversation_id or "-", e.message_id or "-", e.reason]
+                   for e in report.errors])
+    sys.exit(0 if report.ok else 1)

@@ -39,3 +39,35 @@ class ValidationError(PgchatError):
 
 class PermissionDenied(PgchatError):
     """The database refused the operation for the current caller."""
+
+
+class Conflict(PgchatError):
+    """A concurrent write touched the same rows; nothing was written, retrying is safe."""
+
+
+def from_database(exc: Exception) -> PgchatError | None:
+    """The pgchat exception for a database error raised on purpose by pgchat's SQL, else None.
+
+    pgchat's functions signal expected failures with specific SQLSTATEs; this is the one place
+    that maps them, so callers see the same exception types whichever function failed.
+    """
+    state = getattr(exc, "sqlstate", None)
+    diag = getattr(exc, "diag", None)
+    message = (getattr(diag, "message_primary", None) or str(exc)).strip()
+    mapping: dict[str, type[PgchatError]] = {
+        "42501": PermissionDenied,  # insufficient_privilege: acting for another user
+        "22023": ValidationError,   # invalid_parameter_value: malformed payload or argument
+        "23503": ValidationError,   # foreign_key_violation: unknown user
+        "23514": ValidationError,   # check_violation
+        "23502": ValidationError,   # not_null_violation
+        "P0002": ValidationError,   # no_data_found: no such conversation for this user
+        "23505": Conflict,          # unique_violation: lost a race with a concurrent insert
+        "40P01": Conflict,          # deadlock_detected
+        "40001": Conflict,          # serialization_failure
+    }
+    kind = mapping.get(state or "")
+    if kind is None:
+        return None
+    if kind is Conflict:
+        message = f"concurrent write to the same rows; nothing was written, retry ({message})"
+    return kind(message)

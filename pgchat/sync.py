@@ -1,0 +1,174 @@
+"""Typed calls of the write paths: the sign-in sync, the chat-exchange write, the title edit.
+
+The dataclasses mirror the frontend's `Conversation` and `ChatMessage` (stores/types/chat.ts,
+lib/types/chat.ts); plain dicts in that JSON shape are accepted as well. Each function runs one
+SQL call inside the caller's transaction (committing is the caller's business) and raises a
+pgchat exception for an expected failure: ValidationError, PermissionDenied, Conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgchat.errors import from_database
+
+
+@dataclass
+class ChatMessage:
+    id: str
+    content: str
+    role: Literal["user", "assistant"]
+    timestamp: datetime | str | None = None
+    elapsed_time: float | None = None
+    total_tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    user_message_id: str | None = None
+    model: str | None = None
+    contentType: Literal["text", "markdown"] | None = None  # the frontend's camelCase names
+    completion_id: str | None = None
+    error: bool | None = None
+    error_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The message as the frontend sends it (unset fields left out)."""
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if isinstance(self.timestamp, datetime):
+            out["timestamp"] = self.timestamp.isoformat()
+        return out
+
+
+@dataclass
+class Conversation:
+    id: str
+    title: str | None = None
+    messages: list[ChatMessage] = field(default_factory=list)
+    createdAt: datetime | str | None = None
+    updatedAt: datetime | str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "messages": [m.to_json() for m in self.messages]}
+        if self.title is not None:
+            out["title"] = self.title
+        for key in ("createdAt", "updatedAt"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True)
+class SyncError:
+    conversation_id: str | None
+    message_id: str | None
+    reason: str
+
+
+@dataclass
+class SyncReport:
+    conversations_received: int = 0
+    conversations_failed: int = 0
+    sessions_inserted: int = 0
+    sessions_existing: int = 0
+    messages_inserted: int = 0
+    messages_existing: int = 0
+    messages_skipped_failed: int = 0
+    errors: list[SyncError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.conversations_failed == 0
+
+    def add(self, other: SyncReport) -> None:
+        """Fold another batch's report into this one."""
+        for name in ("conversations_received", "conversations_failed", "sessions_inserted",
+                     "sessions_existing", "messages_inserted", "messages_existing",
+                     "messages_skipped_failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SyncReport:
+        errors = [SyncError(e.get("conversation_id"), e.get("message_id"), e["reason"])
+                  for e in data.get("errors", [])]
+        counts = {k: int(v) for k, v in data.items() if k != "errors"}
+        return cls(**counts, errors=errors)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Raise pgchat's exception for the errors pgchat's SQL raises on purpose."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        mapped = from_database(exc)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _payload(item: Conversation | Mapping[str, Any] | Any) -> Any:
+    return item.to_json() if isinstance(item, (Conversation, ChatMessage)) else item
+
+
+def sync_user_conversations(
+    conn: psycopg.Connection, user_id: UUID | str,
+    conversations: Sequence[Conversation | Mapping[str, Any]] | Mapping[str, Any],
+) -> SyncReport:
+    """Insert-only upload of browser conversations (public.sync_user_conversations)."""
+    if isinstance(conversations, Mapping):
+        data: Any = dict(conversations)
+    else:
+        data = [_payload(c) for c in conversations]
+    with _translated():
+        row = conn.execute("SELECT public.sync_user_conversations(%s, %s)",
+                           (str(user_id), Jsonb(data))).fetchone()
+    assert row is not None
+    return SyncReport.from_json(row[0])
+
+
+@dataclass(frozen=True)
+class ExchangeResult:
+    session_created: bool
+    messages_written: int
+
+
+def write_chat_exchange(
+    conn: psycopg.Connection, user_id: UUID | str, session_id: str,
+    user_message: ChatMessage | Mapping[str, Any],
+    assistant_message: ChatMessage | Mapping[str, Any] | None = None,
+    session_title: str | None = None,
+) -> ExchangeResult:
+    """Store one exchange in one statement (public.write_chat_exchange).
+
+    Pass no assistant message (and an `error_message` on the user message) for a failed attempt;
+    the retry that succeeds reuses the user message id and is counted once.
+    """
+    reply = None if assistant_message is None else Jsonb(_payload(assistant_message))
+    with _translated():
+        row = conn.execute(
+            "SELECT public.write_chat_exchange(%s, %s, %s, %s, %s)",
+            (str(user_id), session_id, Jsonb(_payload(user_message)), reply, session_title),
+        ).fetchone()
+    assert row is not None
+    return ExchangeResult(bool(row[0]["session_created"]), int(row[0]["messages_written"]))
+
+
+def update_session_title(conn: psycopg.Connection, user_id: UUID | str, session_id: str,
+                         title: str) -> bool:
+    """Rename a conversation; False (and nothing written) if the title is unchanged."""
+    with _translated():
+        row = conn.execute("SELECT public.update_session_title(%s, %s, %s)",
+                           (str(user_id), session_id, title)).fetchone()
+    return bool(row and row[0])
