@@ -124,10 +124,23 @@ def _applied(backend: _Backend) -> dict[str, tuple[datetime | None, str | None]]
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
+def _ever_migrated(dsn: str) -> bool:
+    """Whether pgchat's bookkeeping exists in `dsn`; asking creates nothing."""
+    with connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = '_yoyo_migration')",
+            (SCHEMA,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def status(dsn: str) -> list[MigrationState]:
     """Every migration on disk or in the database: applied or pending, and drift."""
-    with _backend(dsn) as backend:
-        applied = _applied(backend)
+    applied: dict[str, tuple[datetime | None, str | None]] = {}
+    if _ever_migrated(dsn):  # else all is pending: a read-only look must not create bookkeeping
+        with _backend(dsn) as backend:
+            applied = _applied(backend)
     states = []
     on_disk = [m.id for m in _migrations()]
     for mid in on_disk:
@@ -193,6 +206,8 @@ def migrate(
     all_ids = [m.id for m in _migrations()]
     if to is not None and to not in all_ids:
         raise UsageError(f"unknown migration id: {to}")
+    if dry_run and not _ever_migrated(dsn):
+        return _select(all_ids, to, inclusive=True)  # all of it; and a dry run creates nothing
     with _backend(dsn) as backend, _exclusive(backend, lock_wait):
         pending = {m.id: m for m in backend.to_apply(_migrations())}
         ids = [mid for mid in _select(all_ids, to, inclusive=True) if mid in pending]
@@ -229,6 +244,8 @@ def rollback(
         raise UsageError("give --to or --steps, not both")
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
+    if not _ever_migrated(dsn):
+        return []  # never migrated: nothing to roll back, and looking creates nothing
     with _backend(dsn) as backend, _exclusive(backend, lock_wait):
         applied_ids = list(_applied(backend))
         on_disk = {m.id: m for m in _migrations()}
@@ -246,9 +263,13 @@ def rollback(
             raise MigrationError(f"applied migrations have no files here: {', '.join(missing)}")
         if dry_run:
             return ids
-        for mid in ids:
-            _run_one(backend, on_disk[mid], "rollback", lock_timeout)
-            if progress:
+        # All or nothing: when one rollback refuses (a table holds rows), the newer ones already
+        # rolled back before it are restored too, so a refused rollback changes nothing.
+        with backend.transaction():
+            for mid in ids:
+                _run_one(backend, on_disk[mid], "rollback", lock_timeout)
+        if progress:
+            for mid in ids:
                 progress(f"rolled back {mid}")
         return ids
 

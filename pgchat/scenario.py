@@ -21,11 +21,15 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-MODELS = ("google/gemini-2.5-flash-lite", "moonshotai/kimi-k2:free", "deepseek/deepseek-r1-0528:free")
+MODELS = (
+    "google/gemini-2.5-flash-lite", "moonshotai/kimi-k2:free", "deepseek/deepseek-r1-0528:free",
+)
 
 
-def story(prefix: str, *, start: datetime | None = None, conversations: int = 3,
-          messages_per_conversation: int = 20, failed: int = 2, seed: int = 7) -> list[dict[str, Any]]:
+def story(
+    prefix: str, *, start: datetime | None = None, conversations: int = 3,
+    messages_per_conversation: int = 20, failed: int = 2, seed: int = 7,
+) -> list[dict[str, Any]]:
     """Conversations in the frontend's JSON shape; ids start with `prefix` (keep it unique).
 
     Conversation k is written on day k (UTC) after `start`; `failed` user messages in total are
@@ -43,8 +47,11 @@ def story(prefix: str, *, start: datetime | None = None, conversations: int = 3,
             n += 1
             t += timedelta(seconds=rng.randint(20, 90))
             user_id = f"{prefix}-c{k}-u{n}"
-            user = {"id": user_id, "role": "user", "content": f"question {n} of conversation {k}",
-                    "timestamp": t.isoformat(), "input_tokens": rng.randint(5, 60)}
+            tokens_in = rng.randint(5, 60)
+            user: dict[str, Any] = {
+                "id": user_id, "role": "user", "content": f"question {n} of conversation {k}",
+                "timestamp": t.isoformat(), "input_tokens": tokens_in,
+            }
             slots = messages_per_conversation - len(messages)
             if failed_left and (slots == 1 or rng.random() < 0.15):
                 failed_left -= 1
@@ -60,8 +67,8 @@ def story(prefix: str, *, start: datetime | None = None, conversations: int = 3,
             messages.append(user)
             messages.append({
                 "id": f"{prefix}-c{k}-a{n}", "role": "assistant", "content": f"answer {n} " * 12,
-                "timestamp": t.isoformat(), "output_tokens": out, "input_tokens": user["input_tokens"],
-                "total_tokens": user["input_tokens"] + out, "elapsed_time": elapsed,
+                "timestamp": t.isoformat(), "output_tokens": out, "input_tokens": tokens_in,
+                "total_tokens": tokens_in + out, "elapsed_time": elapsed,
                 "model": model, "user_message_id": user_id, "contentType": "markdown",
                 "completion_id": f"gen-{prefix}-{k}-{n}",
             })
@@ -161,6 +168,33 @@ def legacy_upload(conn: psycopg.Connection, user_id: UUID | str,
         conn.execute(_LEGACY_MESSAGE_UPSERT, (Jsonb(message_rows(conv)),))
 
 
+def legacy_write_messages(conn: psycopg.Connection, conversation_id: str,
+                          messages: list[dict[str, Any]]) -> None:
+    """What the legacy chat API did with an exchange: upsert these messages (the frontend's
+    ChatMessage shape) into an existing conversation, one statement, legacy triggers per row."""
+    rows = message_rows({"id": conversation_id, "messages": messages})
+    conn.execute(_LEGACY_MESSAGE_UPSERT, (Jsonb(rows),))
+
+
+# The floor: the same rows written by plain INSERTs (no upsert), for a schema without triggers.
+_FLOOR_MESSAGE_INSERT = _LEGACY_MESSAGE_UPSERT[: _LEGACY_MESSAGE_UPSERT.index("ON CONFLICT")]
+
+
+def floor_insert(conn: psycopg.Connection, user_id: UUID | str,
+                 conversations: list[dict[str, Any]], *, create_sessions: bool = True) -> None:
+    """The same write with nothing but plain INSERTs: the session row (unless
+    `create_sessions` is false: it exists already), then one multi-row INSERT of its messages."""
+    for conv in conversations:
+        if create_sessions:
+            conn.execute(
+                "INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (conv["id"], str(user_id), conv.get("title") or "New Chat", conv["createdAt"],
+                 conv["updatedAt"]),
+            )
+        conn.execute(_FLOOR_MESSAGE_INSERT, (Jsonb(message_rows(conv)),))
+
+
 def pgchat_upload(conn: psycopg.Connection, user_id: UUID | str,
                   conversations: list[dict[str, Any]]) -> dict[str, Any]:
     """pgchat's insert-only sync; returns its report."""
@@ -173,7 +207,8 @@ def pgchat_upload(conn: psycopg.Connection, user_id: UUID | str,
 
 def create_user(conn: psycopg.Connection, email: str) -> UUID:
     """A user as Supabase Auth creates one (the profile follows by trigger)."""
-    row = conn.execute("INSERT INTO auth.users (email) VALUES (%s) RETURNING id", (email,)).fetchone()
+    row = conn.execute("INSERT INTO auth.users (email) VALUES (%s) RETURNING id",
+                       (email,)).fetchone()
     assert row is not None
     user_id: UUID = row[0]
     return user_id
