@@ -160,6 +160,19 @@ RETURNS integer LANGUAGE sql SET search_path = '' AS $fn$
     SELECT count(*)::integer FROM booked
 $fn$;
 
+-- The newest successful message of a session: what its "last message" fields show. Ties on
+-- the timestamp go to the highest id, so the answer never depends on the physical row order.
+-- Served by idx_chat_messages_session_latest: O(log n), whatever the session's size.
+CREATE FUNCTION pgchat.session_latest(p_session_id text)
+RETURNS TABLE (message_timestamp timestamptz, content text, model text)
+LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    SELECT m.message_timestamp, m.content, m.model
+    FROM public.chat_messages m
+    WHERE m.session_id = p_session_id AND coalesce(m.error_message, '') = ''
+    ORDER BY m.message_timestamp DESC, m.id DESC
+    LIMIT 1
+$fn$;
+
 -- Apply statistic deltas to sessions and refresh their "last message" fields from an index
 -- lookup (O(log n) per session, never a scan of the session). updated_at / last_activity move
 -- forward to the newest message's time (never back, never to the time of the write). Sessions whose values would not
@@ -183,13 +196,7 @@ RETURNS void LANGUAGE sql SET search_path = '' AS $fn$
         updated_at = greatest(s.updated_at, last.message_timestamp),
         last_activity = greatest(s.last_activity, last.message_timestamp)
     FROM d
-    LEFT JOIN LATERAL (
-        SELECT m.message_timestamp, m.content, m.model
-        FROM public.chat_messages m
-        WHERE m.session_id = d.session_id AND coalesce(m.error_message, '') = ''
-        ORDER BY m.message_timestamp DESC, m.id DESC
-        LIMIT 1
-    ) last ON true
+    LEFT JOIN LATERAL pgchat.session_latest(d.session_id) last ON true
     WHERE s.id = d.session_id
       AND s.id IN (SELECT locked.id FROM locked)
       AND (d.messages <> 0 OR d.tokens <> 0
@@ -367,32 +374,37 @@ FROM unnest(pgchat.message_events(ARRAY(
                m.message_timestamp)::pgchat.message_facts
     FROM public.chat_messages m))) AS e;
 
+-- Session statistics computed from scratch: what the triggers maintain incrementally. Used
+-- once by the adoption below, and by pgchat.session_stats_drift() to prove they agree.
+CREATE VIEW pgchat.session_stats_expected AS
+SELECT s.id,
+       coalesce(agg.messages, 0)::integer AS message_count,
+       coalesce(agg.tokens, 0)::integer AS total_tokens,
+       last.message_timestamp AS last_message_timestamp,
+       left(last.content, 200) AS last_message_preview,
+       last.model AS last_model
+FROM public.chat_sessions s
+LEFT JOIN (SELECT m.session_id, count(*) AS messages, sum(coalesce(m.total_tokens, 0)) AS tokens
+           FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''
+           GROUP BY m.session_id) agg ON agg.session_id = s.id
+LEFT JOIN LATERAL pgchat.session_latest(s.id) last ON true;
+
 -- Replace the per-row triggers. Session statistics are recomputed while no trigger is attached,
 -- so the correction (failed messages no longer counted) does not touch updated_at.
 DROP TRIGGER IF EXISTS on_message_change ON public.chat_messages;
 DROP TRIGGER IF EXISTS on_session_updated ON public.chat_sessions;
 
 UPDATE public.chat_sessions s SET
-    message_count = coalesce(agg.messages, 0),
-    total_tokens = coalesce(agg.tokens, 0),
-    last_message_timestamp = last.message_timestamp,
-    last_message_preview = left(last.content, 200),
-    last_model = last.model
-FROM public.chat_sessions s2
-LEFT JOIN (
-    SELECT m.session_id, count(*)::integer AS messages, sum(coalesce(m.total_tokens, 0)) AS tokens
-    FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''
-    GROUP BY m.session_id
-) agg ON agg.session_id = s2.id
-LEFT JOIN LATERAL (
-    SELECT m.message_timestamp, m.content, m.model FROM public.chat_messages m
-    WHERE m.session_id = s2.id AND coalesce(m.error_message, '') = ''
-    ORDER BY m.message_timestamp DESC, m.id DESC LIMIT 1
-) last ON true
-WHERE s.id = s2.id
+    message_count = e.message_count,
+    total_tokens = e.total_tokens,
+    last_message_timestamp = e.last_message_timestamp,
+    last_message_preview = e.last_message_preview,
+    last_model = e.last_model
+FROM pgchat.session_stats_expected e
+WHERE s.id = e.id
   AND (s.message_count, s.total_tokens, s.last_message_timestamp, s.last_message_preview, s.last_model)
-      IS DISTINCT FROM (coalesce(agg.messages, 0), coalesce(agg.tokens, 0)::integer,
-                        last.message_timestamp, left(last.content, 200), last.model);
+      IS DISTINCT FROM
+      (e.message_count, e.total_tokens, e.last_message_timestamp, e.last_message_preview, e.last_model);
 
 -- Trigger order is name order: the _000 suppressor runs first and drops no-op updates.
 CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_messages
@@ -539,28 +551,12 @@ $fn$;
 CREATE FUNCTION pgchat.session_stats_drift()
 RETURNS TABLE (session_id text, field text, recorded text, expected text)
 LANGUAGE sql STABLE SET search_path = '' AS $fn$
-    WITH expected AS (
-        SELECT s.id,
-               jsonb_build_object(
-                   'message_count', s.message_count, 'total_tokens', s.total_tokens,
-                   'last_message_timestamp', s.last_message_timestamp,
-                   'last_message_preview', s.last_message_preview, 'last_model', s.last_model) AS rec,
-               jsonb_build_object(
-                   'message_count', coalesce(agg.messages, 0), 'total_tokens', coalesce(agg.tokens, 0),
-                   'last_message_timestamp', last.message_timestamp,
-                   'last_message_preview', left(last.content, 200), 'last_model', last.model) AS exp
-        FROM public.chat_sessions s
-        LEFT JOIN (SELECT m.session_id, count(*) AS messages, sum(coalesce(m.total_tokens, 0)) AS tokens
-                   FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''
-                   GROUP BY m.session_id) agg ON agg.session_id = s.id
-        LEFT JOIN LATERAL (
-            SELECT m.message_timestamp, m.content, m.model FROM public.chat_messages m
-            WHERE m.session_id = s.id AND coalesce(m.error_message, '') = ''
-            ORDER BY m.message_timestamp DESC, m.id DESC LIMIT 1) last ON true
-    )
-    SELECT e.id, k.key, e.rec ->> k.key, e.exp ->> k.key
-    FROM expected e CROSS JOIN LATERAL jsonb_object_keys(e.exp) AS k(key)
-    WHERE (e.rec -> k.key) IS DISTINCT FROM (e.exp -> k.key)
+    SELECT s.id, k.key, to_jsonb(s) ->> k.key, to_jsonb(e) ->> k.key
+    FROM public.chat_sessions s
+    JOIN pgchat.session_stats_expected e ON e.id = s.id
+    CROSS JOIN LATERAL unnest(ARRAY['message_count', 'total_tokens', 'last_message_timestamp',
+                                    'last_message_preview', 'last_model']) AS k(key)
+    WHERE to_jsonb(s) -> k.key IS DISTINCT FROM to_jsonb(e) -> k.key
     ORDER BY 1, 2
 $fn$;
 
