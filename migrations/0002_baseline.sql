@@ -397,13 +397,20 @@ SELECT
 FROM public.profiles p
 LEFT JOIN public.user_usage_daily u ON u.user_id = p.id AND u.usage_date = CURRENT_DATE;
 
--- The API roles reach rows only through RLS; anon has no business with user data at all.
+-- Privileges: exactly what the app needs, whatever the defaults granted (Supabase's default
+-- privileges, like the stand-in's, give the API roles ALL on new tables, TRUNCATE included,
+-- and TRUNCATE ignores RLS). The API roles reach rows only through RLS; anon sees no user data.
+-- A user may edit their own profile's settings, not their tier, credits or usage totals.
 REVOKE ALL ON public.profiles, public.user_activity_log, public.chat_sessions, public.chat_messages,
-    public.user_usage_daily, public.api_user_summary FROM anon;
-GRANT SELECT ON public.model_access TO anon;
+    public.user_usage_daily, public.model_access, public.api_user_summary
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON public.model_access TO anon, authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.chat_sessions, public.chat_messages TO authenticated;
-GRANT SELECT, UPDATE ON public.profiles TO authenticated;
-GRANT SELECT ON public.user_usage_daily, public.user_activity_log, public.model_access,
+GRANT SELECT ON public.profiles, public.user_usage_daily, public.user_activity_log,
     public.api_user_summary TO authenticated;
-GRANT ALL ON public.profiles, public.user_activity_log, public.chat_sessions, public.chat_messages,
-    public.user_usage_daily, public.model_access, public.api_user_summary TO service_role;
+GRANT UPDATE (full_name, avatar_url, default_model, temperature, system_prompt, ui_preferences,
+    session_preferences) ON public.profiles TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.profiles, public.user_activity_log,
+    public.chat_sessions, public.chat_messages, public.user_usage_daily, public.model_access
+    TO service_role;
+GRANT SELECT ON public.api_user_summary TO service_role;

@@ -63,8 +63,10 @@ CREATE TYPE pgchat.parsed_message AS (
 
 -- Parse a conversation's messages (a JSON array of ChatMessage) in one set-based query.
 -- `reason` is NULL for a valid message, else its first problem. A message flagged
--- `error: true` or carrying an error_message is `failed`. Token counts must be non-negative
--- integers (missing or null is 0); total_tokens defaults to input + output.
+-- `error: true` or carrying an error_message is `failed`. Token counts must be integers from 0
+-- to 10,000,000 (missing or null is 0; no model has a context window near that, and the cap
+-- keeps sums far from integer overflow); total_tokens defaults to input + output.
+-- elapsed_time is seconds, from 0 to 10,000,000, and may be fractional (it is rounded).
 -- Everything is inline on purpose: a function call per message costs more than the parsing
 -- (each call of a function with a pinned search_path saves and restores settings).
 -- The timestamp rules are those of pgchat.json_timestamptz.
@@ -79,18 +81,21 @@ RETURNS SETOF pgchat.parsed_message LANGUAGE sql IMMUTABLE SET search_path = '' 
            CASE
                WHEN jsonb_typeof(e.doc) <> 'object' THEN format('message #%s is not a JSON object', e.ord)
                WHEN coalesce(f.id, '') = '' THEN format('message #%s has no id', e.ord)
-               WHEN NOT coalesce(f.role IN ('user', 'assistant', 'system'), false)
+               WHEN NOT coalesce(f.role IN ('user', 'assistant'), false)
                    THEN format('unknown role %s (expected user or assistant)', coalesce(j.role, 'null'::jsonb))
                WHEN f.content IS NULL THEN 'content must be a string'
                WHEN j.ts IS NULL THEN 'missing timestamp'
                WHEN t.ts IS NULL THEN format('unparseable timestamp %s', j.ts)
-               WHEN n.input IS NULL THEN format('input_tokens must be a non-negative integer, got %s', j.input)
-               WHEN n.output IS NULL THEN format('output_tokens must be a non-negative integer, got %s', j.output)
+               WHEN n.input IS NULL
+                   THEN format('input_tokens must be an integer from 0 to 10000000, got %s', j.input)
+               WHEN n.output IS NULL
+                   THEN format('output_tokens must be an integer from 0 to 10000000, got %s', j.output)
                WHEN n.total IS NULL AND j.total <> 'null'::jsonb
-                   THEN format('total_tokens must be a non-negative integer, got %s', j.total)
+                   THEN format('total_tokens must be an integer from 0 to 10000000, got %s', j.total)
                WHEN n.elapsed IS NULL
-                   THEN format('elapsed_time must be a non-negative number of seconds, got %s', j.elapsed)
-               WHEN NOT coalesce(coalesce(f.content_type, 'text') IN ('text', 'markdown'), false)
+                   THEN format('elapsed_time must be a number of seconds from 0 to 10000000, got %s', j.elapsed)
+               WHEN jsonb_typeof(j.content_type) NOT IN ('string', 'null')
+                    OR NOT coalesce(coalesce(f.content_type, 'text') IN ('text', 'markdown'), false)
                    THEN format('contentType must be "text" or "markdown", got %s', j.content_type)
                WHEN jsonb_typeof(j.model) NOT IN ('string', 'null') THEN 'model must be a string'
                WHEN length(f.model) > 100 THEN 'model is longer than 100 characters'
@@ -140,15 +145,15 @@ RETURNS SETOF pgchat.parsed_message LANGUAGE sql IMMUTABLE SET search_path = '' 
     -- (elapsed_time may be fractional seconds: it is rounded.)
     CROSS JOIN LATERAL (SELECT
         CASE WHEN coalesce(j.input, 'null'::jsonb) = 'null'::jsonb THEN 0
-             WHEN jsonb_typeof(j.input) = 'number' AND j.input::numeric BETWEEN 0 AND 2147483647
+             WHEN jsonb_typeof(j.input) = 'number' AND j.input::numeric BETWEEN 0 AND 10000000
                   AND j.input::numeric = trunc(j.input::numeric) THEN j.input::numeric::integer END AS input,
         CASE WHEN coalesce(j.output, 'null'::jsonb) = 'null'::jsonb THEN 0
-             WHEN jsonb_typeof(j.output) = 'number' AND j.output::numeric BETWEEN 0 AND 2147483647
+             WHEN jsonb_typeof(j.output) = 'number' AND j.output::numeric BETWEEN 0 AND 10000000
                   AND j.output::numeric = trunc(j.output::numeric) THEN j.output::numeric::integer END AS output,
-        CASE WHEN jsonb_typeof(j.total) = 'number' AND j.total::numeric BETWEEN 0 AND 2147483647
+        CASE WHEN jsonb_typeof(j.total) = 'number' AND j.total::numeric BETWEEN 0 AND 10000000
                   AND j.total::numeric = trunc(j.total::numeric) THEN j.total::numeric::integer END AS total,
         CASE WHEN coalesce(j.elapsed, 'null'::jsonb) = 'null'::jsonb THEN 0
-             WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 2147483647
+             WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 10000000
                   THEN round(j.elapsed::numeric)::integer END AS elapsed
         OFFSET 0
     ) n
@@ -211,7 +216,8 @@ BEGIN
                pgchat.json_timestamptz(e.doc -> 'createdAt') AS created_at,
                pgchat.json_timestamptz(e.doc -> 'updatedAt') AS updated_at,
                s.user_id AS owner,
-               count(*) OVER (PARTITION BY e.doc -> 'id') AS times
+               count(*) OVER (PARTITION BY CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string'
+                                                THEN btrim(e.doc ->> 'id') END) AS times
         FROM jsonb_array_elements(v_list) WITH ORDINALITY AS e(doc, ord)
         LEFT JOIN public.chat_sessions s ON s.id = btrim(e.doc ->> 'id') AND jsonb_typeof(e.doc -> 'id') = 'string'
     ) c;
@@ -266,7 +272,8 @@ BEGIN
         FROM jsonb_array_elements(v_convs) AS c
         LEFT JOIN LATERAL (SELECT min(m.message_timestamp) AS ts FROM unnest(v_msgs) m
                            WHERE m.conversation_id = c ->> 'id') first ON true
-        WHERE NOT (c ->> 'id' = ANY (v_bad)) AND NOT (c -> 'exists')::boolean
+        WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
+          AND NOT (c ->> 'id' = ANY (v_bad)) AND NOT (c -> 'exists')::boolean
         ORDER BY c ->> 'id'
         RETURNING 1
     )
@@ -342,6 +349,11 @@ BEGIN
         RAISE EXCEPTION 'write_chat_exchange: messages must be JSON objects (ChatMessage)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Another user's conversation: refused before anything else is looked at.
+    IF EXISTS (SELECT 1 FROM public.chat_sessions WHERE id = p_session_id AND user_id <> p_user_id) THEN
+        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     -- A missing timestamp means "now" for a new message (this is the live path, written right
     -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
     v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(p_session_id, jsonb_build_array(
@@ -354,23 +366,34 @@ BEGIN
                                        WHERE id = p_assistant_message ->> 'id'), now()),
                 'user_message_id', p_user_message ->> 'id') || p_assistant_message) END) AS m);
     v_user := v_rows[1];
-    SELECT r.ord, r.id, coalesce(r.reason, CASE
+    -- The first problem, if any. A stored message may be written again only as itself: same
+    -- conversation, same role, and for a reply the same question it answers.
+    SELECT v.ord, v.id, v.reason, v.is_foreign INTO v_bad
+    FROM (
+        SELECT r.ord, r.id, coalesce(r.reason, CASE
             WHEN r.ord = 1 AND r.role <> 'user' THEN 'the first message must have role user'
             WHEN r.ord = 2 AND r.role <> 'assistant' THEN 'the reply must have role assistant'
+            WHEN r.ord = 2 AND r.id = v_user.id THEN 'the reply needs an id of its own'
             WHEN r.ord = 2 AND r.user_message_id IS DISTINCT FROM v_user.id
                 THEN 'the reply''s user_message_id must be the user message id'
-            WHEN r.ord = 2 AND r.id = v_user.id THEN 'the reply needs an id of its own'
-            WHEN x.session_id <> p_session_id THEN format('message id already belongs to conversation %s', x.session_id)
-        END) AS reason
-    INTO v_bad
-    FROM unnest(v_rows) r LEFT JOIN public.chat_messages x ON x.id = r.id
-    WHERE r.reason IS NOT NULL OR (r.ord = 1 AND r.role <> 'user') OR (r.ord = 2 AND r.role <> 'assistant')
-       OR (r.ord = 2 AND (r.user_message_id IS DISTINCT FROM v_user.id OR r.id = v_user.id))
-       OR x.session_id <> p_session_id
-    ORDER BY r.ord LIMIT 1;
+            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
+            WHEN x.session_id <> p_session_id
+                THEN format('message id already belongs to conversation %s', x.session_id)
+            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
+            WHEN r.ord = 2 AND x.id IS NOT NULL AND x.user_message_id IS DISTINCT FROM r.user_message_id
+                THEN 'message id already belongs to the reply to another message'
+        END) AS reason,
+        coalesce(r.reason IS NULL AND o.user_id <> p_user_id, false) AS is_foreign
+        FROM unnest(v_rows) AS r
+        LEFT JOIN public.chat_messages x ON x.id = r.id
+        LEFT JOIN public.chat_sessions o ON o.id = x.session_id
+    ) v
+    WHERE v.reason IS NOT NULL
+    ORDER BY v.ord LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'write_chat_exchange: message % : %', coalesce(v_bad.id, '#' || v_bad.ord), v_bad.reason
-            USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_bad.id, '#' || v_bad.ord), v_bad.reason
+            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
+                                 ELSE 'invalid_parameter_value' END;
     END IF;
 
     -- The session row is locked (or created) first, so two writes to it queue, not deadlock.
@@ -383,7 +406,7 @@ BEGIN
         v_session_created := FOUND;
         SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR NO KEY UPDATE;
     END IF;
-    IF v_owner <> p_user_id THEN
+    IF v_owner <> p_user_id THEN  -- created by someone else since the check above
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;

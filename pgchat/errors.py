@@ -61,6 +61,10 @@ def from_database(exc: Exception) -> PgchatError | None:
         "23514": ValidationError,   # check_violation
         "23502": ValidationError,   # not_null_violation
         "P0002": ValidationError,   # no_data_found: no such conversation for this user
+        "22P05": ValidationError,   # untranslatable_character: e.g. a NUL in a string
+        "22P02": ValidationError,   # invalid_text_representation
+        "22003": ValidationError,   # numeric_value_out_of_range
+        "22021": ValidationError,   # character_not_in_repertoire
         "23505": Conflict,          # unique_violation: lost a race with a concurrent insert
         "40P01": Conflict,          # deadlock_detected
         "40001": Conflict,          # serialization_failure

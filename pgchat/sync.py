@@ -18,7 +18,7 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgchat.errors import from_database
+from pgchat.errors import ValidationError, from_database
 
 
 @dataclass
@@ -127,6 +127,10 @@ def sync_user_conversations(
     conversations: Sequence[Conversation | Mapping[str, Any]] | Mapping[str, Any],
 ) -> SyncReport:
     """Insert-only upload of browser conversations (public.sync_user_conversations)."""
+    if isinstance(conversations, (str, bytes)) or not isinstance(
+            conversations, (Mapping, Sequence)):
+        raise ValidationError("conversations must be a list of conversations "
+                              'or {"conversations": [...]}')
     if isinstance(conversations, Mapping):
         data: Any = dict(conversations)
     else:
