@@ -173,19 +173,29 @@ LANGUAGE sql STABLE SET search_path = '' AS $fn$
     LIMIT 1
 $fn$;
 
+-- The one lock order of every write path: a statement writes its message (or session) rows,
+-- then its trigger locks the users' profiles, then their sessions, each by id, and the daily
+-- counters come last (inside book_usage). No path locks anything before writing its rows, so
+-- concurrent writers queue instead of deadlocking. Called as a statement of its own, so that
+-- what follows runs on a snapshot taken after any wait and sees the writes it waited for (a
+-- refresh computed on an older snapshot would show an older "last message").
+CREATE FUNCTION pgchat.lock_in_order(p_users uuid[], p_sessions text[])
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+    PERFORM 1 FROM public.profiles WHERE id = ANY (p_users) ORDER BY id FOR NO KEY UPDATE;
+    PERFORM 1 FROM public.chat_sessions WHERE id = ANY (p_sessions) ORDER BY id FOR NO KEY UPDATE;
+END
+$fn$;
+
 -- Apply statistic deltas to sessions and refresh their "last message" fields from an index
 -- lookup (O(log n) per session, never a scan of the session). updated_at / last_activity move
--- forward to the newest message's time (never back, never to the time of the write). Sessions whose values would not
--- change are not written at all. Rows are locked in id order so concurrent writers cannot deadlock.
+-- forward to the newest message's time (never back, never to the time of the write). Sessions
+-- whose values would not change are not written at all. Callers lock first (lock_in_order).
 CREATE FUNCTION pgchat.refresh_sessions(p_deltas pgchat.session_delta[])
 RETURNS void LANGUAGE sql SET search_path = '' AS $fn$
     WITH d AS (
         SELECT x.session_id, sum(x.messages)::integer AS messages, sum(x.tokens) AS tokens
         FROM unnest(p_deltas) AS x GROUP BY x.session_id
-    ), locked AS (
-        SELECT s.id FROM public.chat_sessions s
-        WHERE s.id IN (SELECT d.session_id FROM d)
-        ORDER BY s.id FOR NO KEY UPDATE
     )
     UPDATE public.chat_sessions s SET
         message_count = s.message_count + d.messages,
@@ -198,7 +208,6 @@ RETURNS void LANGUAGE sql SET search_path = '' AS $fn$
     FROM d
     LEFT JOIN LATERAL pgchat.session_latest(d.session_id) last ON true
     WHERE s.id = d.session_id
-      AND s.id IN (SELECT locked.id FROM locked)
       AND (d.messages <> 0 OR d.tokens <> 0
            OR s.last_message_timestamp IS DISTINCT FROM last.message_timestamp
            OR s.last_message_preview IS DISTINCT FROM left(last.content, 200)
@@ -253,6 +262,7 @@ RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
     v_new pgchat.message_facts[] := '{}';
     v_old pgchat.message_facts[] := '{}';
+    v_sessions text[];
 BEGIN
     -- new_rows / old_rows exist only for the events that have them, hence the branches.
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
@@ -267,6 +277,10 @@ BEGIN
                                   o.elapsed_time, o.message_timestamp)::pgchat.message_facts
                        FROM old_rows o);
     END IF;
+    v_sessions := ARRAY(SELECT DISTINCT f.session_id FROM unnest(v_new || v_old) AS f);
+    PERFORM pgchat.lock_in_order(
+        ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s WHERE s.id = ANY (v_sessions)),
+        v_sessions);
     PERFORM pgchat.refresh_sessions(
         pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
     IF TG_OP <> 'DELETE' THEN
@@ -306,6 +320,7 @@ $fn$;
 CREATE FUNCTION pgchat.tg_chat_sessions__book_created()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 BEGIN
+    PERFORM pgchat.lock_in_order(ARRAY(SELECT DISTINCT n.user_id FROM new_sessions n), '{}');
     PERFORM pgchat.book_usage(ARRAY(
         SELECT ROW('session', n.id, n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, n.id,
                    0, 0, 0, 0, NULL, 1, 0)::pgchat.usage_event
@@ -340,7 +355,8 @@ BEGIN
         RAISE EXCEPTION 'track_user_usage: counts must not be negative (event %)', p_event_key
             USING ERRCODE = 'check_violation';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM public.profiles WHERE id = p_user_id) THEN
+    PERFORM 1 FROM public.profiles WHERE id = p_user_id FOR NO KEY UPDATE;  -- lock order
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'track_user_usage: unknown user %', p_user_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
@@ -487,8 +503,21 @@ LANGUAGE sql STABLE SET search_path = '' AS $fn$
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
     CROSS JOIN LATERAL jsonb_object_keys(x.exp) AS k(key)
     WHERE (x.rec -> k.key) IS DISTINCT FROM (x.exp -> k.key)
-      AND NOT (x.rec -> k.key IS NULL AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+      -- a day with no counter row and nothing expected is not drift
+      AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
+               AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
     ORDER BY 1, 2 NULLS FIRST, 3
+$fn$;
+
+-- The locks of a rebuild, in the write paths' order: the profiles, then the whole counter
+-- table (bookings wait until the rebuild commits, so none is lost or counted twice).
+CREATE FUNCTION pgchat.lock_for_rebuild(p_user_id uuid DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+    PERFORM 1 FROM public.profiles WHERE p_user_id IS NULL OR id = p_user_id
+    ORDER BY id FOR NO KEY UPDATE;
+    LOCK TABLE public.user_usage_daily IN SHARE ROW EXCLUSIVE MODE;
+END
 $fn$;
 
 -- Rewrite the counters from the ledger (all users, or one). Days without ledger events are
@@ -500,7 +529,7 @@ DECLARE
     v_daily integer;
     v_profiles integer;
 BEGIN
-    LOCK TABLE public.user_usage_daily IN SHARE ROW EXCLUSIVE MODE;
+    PERFORM pgchat.lock_for_rebuild(p_user_id);
     WITH target AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
                coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,

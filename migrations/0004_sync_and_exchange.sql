@@ -396,15 +396,17 @@ BEGIN
                                  ELSE 'invalid_parameter_value' END;
     END IF;
 
-    -- The session row is locked (or created) first, so two writes to it queue, not deadlock.
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR NO KEY UPDATE;
+    -- No lock is taken here: like every write path, this one writes its rows first and the
+    -- triggers then lock profile and sessions in pgchat.lock_in_order's order. Locking the
+    -- session before writing would invert that order against a plain write of the same rows.
+    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
     IF v_owner IS NULL THEN
         INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
         VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
                 v_user.message_timestamp, v_user.message_timestamp, v_user.message_timestamp)
         ON CONFLICT (id) DO NOTHING;
         v_session_created := FOUND;
-        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR NO KEY UPDATE;
+        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
     END IF;
     IF v_owner <> p_user_id THEN  -- created by someone else since the check above
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id

@@ -295,7 +295,7 @@ def usage_rebuild(dsn: str | None, user_id: UUID | None, dry_run: bool, yes: boo
         if dry_run or not planned:
             done: list[usage_api.Drift] = []
         else:
-            if not yes and not click.confirm(f"rewrite {len(planned)} counter(s)?"):
+            if not yes and not click.confirm(f"rewrite {len(planned)} counter(s)?", err=True):
                 raise click.Abort()
             done = usage_api.rebuild(conn, user_id)
     if as_json:

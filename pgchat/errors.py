@@ -60,6 +60,7 @@ def from_database(exc: Exception) -> PgchatError | None:
         "23503": ValidationError,   # foreign_key_violation: unknown user
         "23514": ValidationError,   # check_violation
         "23502": ValidationError,   # not_null_violation
+        "22004": ValidationError,   # null_value_not_allowed: a required argument is missing
         "P0002": ValidationError,   # no_data_found: no such conversation for this user
         "22P05": ValidationError,   # untranslatable_character: e.g. a NUL in a string
         "22P02": ValidationError,   # invalid_text_representation

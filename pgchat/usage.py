@@ -15,7 +15,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import class_row
 
-from pgchat.errors import UsageError, ValidationError
+from pgchat.errors import UsageError, ValidationError, from_database
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def rebuild(conn: psycopg.Connection, user_id: UUID | None = None, *,
     """
     _check_schema(conn)
     with conn.transaction() as tx:
-        conn.execute("LOCK TABLE public.user_usage_daily IN SHARE ROW EXCLUSIVE MODE")
+        conn.execute("SELECT pgchat.lock_for_rebuild(%s)", (user_id,))
         drift = verify(conn, user_id)
         if dry_run:
             raise psycopg.Rollback(tx)
@@ -82,7 +82,7 @@ def show(conn: psycopg.Connection, user_id: UUID, date_from: date | None = None,
          date_to: date | None = None) -> list[DailyUsage]:
     """A user's daily counters, oldest first, optionally within [date_from, date_to]."""
     if date_from and date_to and date_from > date_to:
-        raise ValidationError(f"--from {date_from} is after --to {date_to}")
+        raise UsageError(f"--from {date_from} is after --to {date_to}")
     _check_schema(conn)
     if conn.execute("SELECT 1 FROM public.profiles WHERE id = %s", (user_id,)).fetchone() is None:
         raise ValidationError(f"unknown user {user_id}")
@@ -115,7 +115,9 @@ def track_usage(conn: psycopg.Connection, user_id: UUID, event_key: str, usage_d
     try:
         row = conn.execute(query, {"user_id": user_id, "key": event_key, "day": usage_date,
                                    **counts}).fetchone()
-    except (psycopg.errors.CheckViolation, psycopg.errors.ForeignKeyViolation,
-            psycopg.errors.NotNullViolation) as exc:
-        raise ValidationError(exc.diag.message_primary or str(exc)) from None
+    except psycopg.Error as exc:
+        mapped = from_database(exc)
+        if mapped is None:
+            raise
+        raise mapped from None
     return bool(row and row[0])

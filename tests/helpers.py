@@ -105,7 +105,7 @@ def schema_dump(
 MESSAGE_DEFAULTS: dict[str, object] = {
     "role": "user", "content": "hello", "model": None, "input_tokens": 0, "output_tokens": 0,
     "total_tokens": 0, "elapsed_time": 0, "message_timestamp": "2025-03-01T12:00:00Z",
-    "error_message": None,
+    "error_message": None, "user_message_id": None,
 }
 _MESSAGE_COLUMNS = ("id", "session_id", *MESSAGE_DEFAULTS)
 _ON_CONFLICT = {
@@ -133,7 +133,7 @@ def write_messages(
         + ", ".join(f"r.{c}" for c in _MESSAGE_COLUMNS)
         + " FROM jsonb_to_recordset(%s) AS r(id text, session_id text, role text, content text,"
         " model text, input_tokens int, output_tokens int, total_tokens int, elapsed_time int,"
-        " message_timestamp timestamptz, error_message text)"
+        " message_timestamp timestamptz, error_message text, user_message_id text)"
         + _ON_CONFLICT[on_conflict]
     )
     conn.execute(query, (Jsonb(full),))
