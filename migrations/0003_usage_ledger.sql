@@ -83,19 +83,31 @@ COMMENT ON COLUMN public.user_usage_daily.active_minutes IS 'active_seconds / 60
 
 -- Add counts key by key: {"a":1} + {"a":2,"b":1} = {"a":3,"b":1}. Keys only in `a` are kept.
 CREATE FUNCTION pgchat.jsonb_add_counts(a jsonb, b jsonb)
-RETURNS jsonb LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
-    SELECT coalesce(a, '{}'::jsonb) || coalesce(
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN coalesce(a, '{}'::jsonb) || coalesce(
         (SELECT jsonb_object_agg(t.k, coalesce((a ->> t.k)::numeric, 0) + t.v::numeric)
          FROM jsonb_each_text(b) AS t(k, v)),
-        '{}'::jsonb)
+        '{}'::jsonb);
+END
 $fn$;
+
+-- The helpers below are PL/pgSQL, not SQL, on purpose: before PostgreSQL 18 a SQL function
+-- that cannot be inlined (a pinned search_path prevents it) is planned again on every call,
+-- while PL/pgSQL keeps its plans for the session. That is most of the cost of one exchange.
 
 -- Book events into the ledger; move the counters by what was newly booked, and only by that.
 -- Already-booked keys are skipped (ON CONFLICT DO NOTHING), which is what makes every caller
 -- idempotent. The counter upsert is atomic (no read-then-write), so concurrent bookings for the
 -- same user and day never lose an increment. Returns how many events were newly booked.
 CREATE FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text)
-RETURNS integer LANGUAGE sql SET search_path = '' AS $fn$
+RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
+DECLARE
+    v_booked integer;
+BEGIN
+    IF cardinality(p_events) = 0 THEN
+        RETURN 0;
+    END IF;
     WITH booked AS (
         INSERT INTO pgchat.usage_ledger AS l (
             kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
@@ -157,7 +169,9 @@ RETURNS integer LANGUAGE sql SET search_path = '' AS $fn$
         WHERE p.id = t.user_id
         RETURNING 1
     )
-    SELECT count(*)::integer FROM booked
+    SELECT count(*)::integer INTO v_booked FROM booked;
+    RETURN v_booked;
+END
 $fn$;
 
 -- The newest successful message of a session: what its "last message" fields show. Ties on
@@ -165,12 +179,15 @@ $fn$;
 -- Served by idx_chat_messages_session_latest: O(log n), whatever the session's size.
 CREATE FUNCTION pgchat.session_latest(p_session_id text)
 RETURNS TABLE (message_timestamp timestamptz, content text, model text)
-LANGUAGE sql STABLE SET search_path = '' AS $fn$
-    SELECT m.message_timestamp, m.content, m.model
+LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN QUERY
+    SELECT m.message_timestamp, m.content, m.model::text
     FROM public.chat_messages m
     WHERE m.session_id = p_session_id AND coalesce(m.error_message, '') = ''
     ORDER BY m.message_timestamp DESC, m.id DESC
-    LIMIT 1
+    LIMIT 1;
+END
 $fn$;
 
 -- The one lock order of every write path: a statement writes its message (or session) rows,
@@ -192,7 +209,8 @@ $fn$;
 -- forward to the newest message's time (never back, never to the time of the write). Sessions
 -- whose values would not change are not written at all. Callers lock first (lock_in_order).
 CREATE FUNCTION pgchat.refresh_sessions(p_deltas pgchat.session_delta[])
-RETURNS void LANGUAGE sql SET search_path = '' AS $fn$
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
     WITH d AS (
         SELECT x.session_id, sum(x.messages)::integer AS messages, sum(x.tokens) AS tokens
         FROM unnest(p_deltas) AS x GROUP BY x.session_id
@@ -211,7 +229,8 @@ RETURNS void LANGUAGE sql SET search_path = '' AS $fn$
       AND (d.messages <> 0 OR d.tokens <> 0
            OR s.last_message_timestamp IS DISTINCT FROM last.message_timestamp
            OR s.last_message_preview IS DISTINCT FROM left(last.content, 200)
-           OR s.last_model IS DISTINCT FROM last.model)
+           OR s.last_model IS DISTINCT FROM last.model);
+END
 $fn$;
 
 -- The index behind refresh_sessions: the newest successful message of a session.
@@ -229,8 +248,9 @@ CREATE TYPE pgchat.message_facts AS (
 
 -- The usage events of a set of messages: successful user/assistant messages only.
 CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[])
-RETURNS pgchat.usage_event[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
-    SELECT coalesce(array_agg(ROW(
+RETURNS pgchat.usage_event[] LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(ROW(
         'message', m.id, s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
         CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
         CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
@@ -242,17 +262,20 @@ RETURNS pgchat.usage_event[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
     )::pgchat.usage_event), '{}')
     FROM unnest(p_rows) AS m
     JOIN public.chat_sessions s ON s.id = m.session_id
-    WHERE m.counted AND m.role IN ('user', 'assistant')
+    WHERE m.counted AND m.role IN ('user', 'assistant'));
+END
 $fn$;
 
 -- Statistic deltas of a set of messages per session, signed: +1 for rows added, -1 removed.
 CREATE FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_sign integer)
-RETURNS pgchat.session_delta[] LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
-    SELECT coalesce(array_agg(ROW(d.session_id, d.messages, d.tokens)::pgchat.session_delta), '{}')
+RETURNS pgchat.session_delta[] LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(ROW(d.session_id, d.messages, d.tokens)::pgchat.session_delta), '{}')
     FROM (SELECT m.session_id,
                  (p_sign * count(*) FILTER (WHERE m.counted))::integer AS messages,
                  p_sign * coalesce(sum(coalesce(m.total_tokens, 0)) FILTER (WHERE m.counted), 0) AS tokens
-          FROM unnest(p_rows) AS m GROUP BY m.session_id) d
+          FROM unnest(p_rows) AS m GROUP BY m.session_id) d);
+END
 $fn$;
 
 -- Rewritten: statement-level, once per INSERT/UPDATE/DELETE statement whatever its row count.
@@ -265,6 +288,12 @@ DECLARE
     v_sessions text[];
 BEGIN
     -- new_rows / old_rows exist only for the events that have them, hence the branches.
+    -- INSERT ... ON CONFLICT DO UPDATE fires the UPDATE trigger even when it updated nothing.
+    IF TG_OP = 'UPDATE' THEN  -- (nested: new_rows must not be named for a DELETE)
+        IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         v_new := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
                                   n.total_tokens, n.input_tokens, n.output_tokens, n.model,

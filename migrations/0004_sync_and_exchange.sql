@@ -68,10 +68,13 @@ CREATE TYPE pgchat.parsed_message AS (
 -- keeps sums far from integer overflow); total_tokens defaults to input + output.
 -- elapsed_time is seconds, from 0 to 10,000,000, and may be fractional (it is rounded).
 -- Everything is inline on purpose: a function call per message costs more than the parsing
--- (each call of a function with a pinned search_path saves and restores settings).
+-- (each call of a function with a pinned search_path saves and restores settings). PL/pgSQL
+-- rather than SQL so that the plan is kept between calls (see book_usage in 0003).
 -- The timestamp rules are those of pgchat.json_timestamptz.
 CREATE FUNCTION pgchat.parse_messages(p_conversation_id text, p_messages jsonb)
-RETURNS SETOF pgchat.parsed_message LANGUAGE sql IMMUTABLE SET search_path = '' AS $fn$
+RETURNS SETOF pgchat.parsed_message LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN QUERY
     SELECT p_conversation_id, e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
            coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
@@ -156,7 +159,8 @@ RETURNS SETOF pgchat.parsed_message LANGUAGE sql IMMUTABLE SET search_path = '' 
              WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 10000000
                   THEN round(j.elapsed::numeric)::integer END AS elapsed
         OFFSET 0
-    ) n
+    ) n;
+END
 $fn$;
 
 -- The list of conversations: the array itself or {"conversations": [...]}.
