@@ -460,7 +460,7 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
     conversation of N = 500, 2,000, 8,000 messages; an unchanged re-sync (rows and WAL written);
     one exchange into a session of N = 250, 4,000, 16,000 messages (p50/p95); 8 concurrent
     writers for 20 s (throughput, errors, deadlocks, exact counters). Prints the tables and
-    the targets (PASS/MISS); progress goes to stderr. Takes about 4 minutes.
+    the targets (PASS/MISS); progress goes to stderr. Takes about 5 minutes.
     """
     from pgchat import bench as bench_api
 
