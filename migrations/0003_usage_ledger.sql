@@ -26,6 +26,118 @@
 -- active_seconds and active_minutes becomes what its name says.
 -- depends: 0002_baseline
 
+-- Adoption, before anything else changes: take over the app's analytics. Detached (each
+-- definition saved for the rollback, each reason printed):
+--   * every trigger running the legacy update_session_stats() or update_session_timestamp(),
+--     whatever its name or table: pgchat replaces both functions, and a per-row trigger left
+--     on the new statement-level function would fail on every write;
+--   * every trigger, on any table, whose function calls track_user_usage or writes
+--     user_usage_daily or profiles.usage_stats, directly or through other functions (function
+--     bodies are scanned: pg_depend does not record calls made inside a body). Left attached it
+--     would count a second time, or fail once the legacy track_user_usage is gone.
+-- A trigger on a table the migrating role does not own (auth.users, on Supabase) cannot be
+-- detached: the migration refuses, naming it, before changing anything. Functions that count
+-- usage but that no trigger runs are left in place and named: only the app knows when it calls
+-- them (`pgchat usage verify` shows what they change). `pgchat migrate --dry-run` runs the same
+-- scan (the query between the scan markers) and prints what this block will do.
+DO $adopt$
+DECLARE
+    r record;
+    v_blocked text;
+BEGIN
+    CREATE TEMP TABLE pgchat_adoption_scan ON COMMIT DROP AS
+    -- scan:begin
+    WITH RECURSIVE fn AS (
+        SELECT p.oid, p.proname::text AS proname, coalesce(p.prosrc, '') AS src
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgchat')
+          AND n.nspname NOT LIKE 'pg\_%' AND p.prokind IN ('f', 'p')
+          AND NOT (n.nspname = 'public'
+                   AND p.proname IN ('track_user_usage', 'update_session_stats', 'update_session_timestamp'))
+    ), counting (oid, proname, reason, depth) AS (
+        SELECT f.oid, f.proname,
+               CASE WHEN f.src ~* '\mtrack_user_usage\M' THEN 'calls track_user_usage'
+                    WHEN f.src ~* '(insert\s+into|update|delete\s+from)\s+(only\s+)?("?public"?\s*\.\s*)?"?user_usage_daily\M'
+                        THEN 'writes user_usage_daily'
+                    ELSE 'writes profiles.usage_stats' END,
+               0
+        FROM fn f
+        WHERE f.src ~* '\mtrack_user_usage\M'
+           OR f.src ~* '(insert\s+into|update|delete\s+from)\s+(only\s+)?("?public"?\s*\.\s*)?"?user_usage_daily\M'
+           OR f.src ~* 'update\s+(only\s+)?("?public"?\s*\.\s*)?"?profiles\M[^;]*\musage_stats\M\s*='
+        UNION ALL
+        SELECT f.oid, f.proname, format('calls %s(), which %s', c.proname, c.reason) COLLATE "default", c.depth + 1
+        FROM counting c JOIN fn f ON f.oid <> c.oid AND f.src ~* ('\m' || c.proname || '\M')
+        WHERE c.depth < 3
+    ), competing AS (
+        SELECT DISTINCT ON (c.oid) c.oid, c.reason FROM counting c ORDER BY c.oid, c.depth, c.reason
+    ), replaced AS (
+        SELECT p.oid, format('is the legacy %s(), which pgchat replaces', p.proname) AS reason
+        FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND p.proname IN ('update_session_stats', 'update_session_timestamp') AND p.pronargs = 0
+    )
+    SELECT t.tgname::text AS trigger_name, t.tgrelid::regclass::text AS table_name,
+           t.tgfoid::regprocedure::text AS function_name, x.reason,
+           pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS detachable,
+           pg_catalog.pg_get_triggerdef(t.oid) AS definition
+    FROM pg_catalog.pg_trigger t
+    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+    JOIN (SELECT * FROM competing UNION ALL SELECT * FROM replaced) x ON x.oid = t.tgfoid
+    WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT NULL, NULL, x.oid::regprocedure::text, x.reason, NULL, NULL
+    FROM competing x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgfoid = x.oid)
+    ORDER BY 2 NULLS LAST, 1, 3
+    -- scan:end
+    ;
+
+    SELECT string_agg(format('trigger %I on %s (its function %s %s)', s.trigger_name, s.table_name,
+                             s.function_name, s.reason), '; ') INTO v_blocked
+    FROM pgchat_adoption_scan s WHERE s.trigger_name IS NOT NULL AND NOT s.detachable;
+    IF v_blocked IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot adopt this database: % cannot be detached by %, which does not own the table',
+            v_blocked, current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'nothing was changed; have the table''s owner drop the trigger (or remove the usage '
+                         'writes from its function), then run pgchat migrate again';
+    END IF;
+
+    FOR r IN SELECT * FROM pgchat_adoption_scan LOOP
+        IF r.trigger_name IS NULL THEN
+            RAISE NOTICE 'pgchat: left function % in place (no trigger runs it): it %; %', r.function_name, r.reason,
+                CASE WHEN r.reason LIKE '%track_user_usage%'
+                     THEN 'calling it will fail, the keyless track_user_usage is gone'
+                     ELSE 'what it writes bypasses the ledger and shows in pgchat usage verify' END;
+            CONTINUE;
+        END IF;
+        INSERT INTO pgchat_migrations.replaced_objects (migration_id, kind, name, definition)
+        VALUES ('0003_usage_ledger', 'trigger', format('%I ON %s', r.trigger_name, r.table_name), r.definition);
+        EXECUTE format('DROP TRIGGER %I ON %s', r.trigger_name, r.table_name);
+        RAISE NOTICE 'pgchat: detached trigger % on % (saved): its function % %',
+            r.trigger_name, r.table_name, r.function_name, r.reason;
+    END LOOP;
+
+    -- The legacy versions of the functions 0003 replaces or drops, for the rollback.
+    INSERT INTO pgchat_migrations.replaced_objects (migration_id, kind, name, definition)
+    SELECT '0003_usage_ledger', 'function', p.oid::regprocedure::text, pg_catalog.pg_get_functiondef(p.oid)
+    FROM pg_catalog.pg_proc p
+    WHERE p.pronamespace = 'public'::regnamespace
+      AND p.proname IN ('track_user_usage', 'update_session_stats', 'update_session_timestamp')
+    ORDER BY p.oid;
+
+    -- Every legacy track_user_usage took no idempotency key and so could not be idempotent: each
+    -- is dropped (the new one is not an overload of it), so an old caller fails loudly instead
+    -- of counting twice.
+    FOR r IN SELECT p.oid::regprocedure AS signature FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'public'::regnamespace AND p.proname = 'track_user_usage' LOOP
+        EXECUTE format('DROP FUNCTION %s', r.signature);
+        RAISE NOTICE 'pgchat: dropped legacy function % (saved; it counted again on every call)', r.signature;
+    END LOOP;
+END
+$adopt$;
+
 CREATE SCHEMA IF NOT EXISTS pgchat;
 COMMENT ON SCHEMA pgchat IS 'pgchat internals (usage ledger, helpers); not exposed through the API';
 REVOKE ALL ON SCHEMA pgchat FROM PUBLIC;
@@ -358,9 +470,7 @@ BEGIN
 END
 $fn$;
 
--- The legacy track_user_usage took no key and so could not be idempotent: it is replaced, not
--- overloaded, so that an old caller fails loudly instead of counting twice.
-DROP FUNCTION public.track_user_usage(uuid, integer, integer, integer, integer, varchar, boolean, integer);
+-- The keyed track_user_usage (every legacy one was dropped by the adoption block above).
 
 CREATE FUNCTION public.track_user_usage(
     p_user_id uuid,
@@ -434,10 +544,9 @@ LEFT JOIN (SELECT m.session_id, count(*) AS messages, sum(coalesce(m.total_token
            GROUP BY m.session_id) agg ON agg.session_id = s.id
 LEFT JOIN LATERAL pgchat.session_latest(s.id) last ON true;
 
--- Replace the per-row triggers. Session statistics are recomputed while no trigger is attached,
--- so the correction (failed messages no longer counted) does not touch updated_at.
-DROP TRIGGER IF EXISTS on_message_change ON public.chat_messages;
-DROP TRIGGER IF EXISTS on_session_updated ON public.chat_sessions;
+-- Session statistics are recomputed while no trigger is attached (the adoption block above
+-- detached the legacy ones), so the correction (failed messages no longer counted) does not
+-- touch updated_at.
 
 UPDATE public.chat_sessions s SET
     message_count = e.message_count,

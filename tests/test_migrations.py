@@ -300,7 +300,8 @@ def test_bookkeeping_schema_holds_only_bookkeeping(db: psycopg.Connection) -> No
         (SCHEMA,),
     ).fetchall()
     assert {r[0] for r in relations} == {
-        "_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "pgchat_checksum"}
+        "_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "pgchat_checksum",
+        "replaced_objects", "replaced_objects_position_seq"}  # what adoption replaced (0002/0003)
     functions = db.execute(
         "select count(*) from pg_proc where pronamespace = %s::regnamespace", (SCHEMA,))
     assert functions.fetchone() == (0,)
