@@ -130,7 +130,7 @@ BEGIN
     -- Every legacy track_user_usage took no idempotency key and so could not be idempotent: each
     -- is dropped (the new one is not an overload of it), so an old caller fails loudly instead
     -- of counting twice.
-    FOR r IN SELECT p.oid::regprocedure AS signature FROM pg_catalog.pg_proc p
+    FOR r IN SELECT p.oid::regprocedure::text AS signature FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'public'::regnamespace AND p.proname = 'track_user_usage' LOOP
         EXECUTE format('DROP FUNCTION %s', r.signature);
         RAISE NOTICE 'pgchat: dropped legacy function % (saved; it counted again on every call)', r.signature;

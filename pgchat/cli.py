@@ -18,6 +18,7 @@ import psycopg
 
 from pgchat import connect as connection
 from pgchat import migrate as migrations
+from pgchat import plan as plan_api
 from pgchat import server
 from pgchat import sync as sync_api
 from pgchat import usage as usage_api
@@ -142,7 +143,8 @@ lock_timeout_option = click.option(
 @main.command()
 @dsn_option
 @click.option("--to", "to", metavar="ID", help="Apply up to and including this migration.")
-@click.option("--dry-run", is_flag=True, help="List what would be applied; change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Show what each pending migration would do to this database; change nothing.")
 @lock_timeout_option
 @json_option
 def migrate(dsn: str | None, to: str | None, dry_run: bool, lock_timeout: str,
@@ -152,14 +154,37 @@ def migrate(dsn: str | None, to: str | None, dry_run: bool, lock_timeout: str,
     progress = None if as_json else click.echo
     ids = migrations.migrate(dsn, to=to, dry_run=dry_run, lock_timeout=lock_timeout,
                              progress=progress)
-    if as_json:
+    if dry_run:
+        _print_plan(ids, plan_api.plan(dsn, ids), as_json)
+    elif as_json:
         emit_json({"dry_run": dry_run, "migrations": ids})
     elif not ids:
         click.echo("nothing to apply: the database is up to date")
-    elif dry_run:
-        click.echo("would apply: " + ", ".join(ids))
     else:
         click.echo(f"applied {len(ids)} migration(s)")
+
+
+def _print_plan(ids: list[str], plans: list[plan_api.MigrationPlan], as_json: bool) -> None:
+    """The dry run's report; exit 1 when something blocks adoption."""
+    blocked = any(p.blocks for p in plans)
+    if as_json:
+        emit_json({"dry_run": True, "migrations": ids, "blocked": blocked,
+                   "plan": [{"id": p.id, "actions": p.actions, "blocks": p.blocks}
+                            for p in plans]})
+    elif not ids:
+        click.echo("nothing to apply: the database is up to date")
+    else:
+        click.echo("would apply: " + ", ".join(ids))
+        for p in plans:
+            click.echo(f"\n{p.id}:")
+            for line in p.blocks:
+                click.echo(f"  BLOCKS: {line}")
+            for line in p.actions:
+                click.echo(f"  - {line}")
+        click.echo("\ndry run: nothing was changed"
+                   + ("; pgchat migrate would refuse (see BLOCKS)" if blocked else ""))
+    if blocked:
+        sys.exit(1)
 
 
 @main.command()

@@ -213,6 +213,7 @@ def migrate(
         ids = [mid for mid in _select(all_ids, to, inclusive=True) if mid in pending]
         if dry_run:
             return ids
+        _refuse_blocked(dsn, ids)
         notices: list[str] = []
         # Migrations speak to the operator through NOTICEs that start with "pgchat:".
         backend.connection.add_notice_handler(
@@ -227,6 +228,18 @@ def migrate(
                     progress(f"  {note}")
             notices.clear()
         return ids
+
+
+def _refuse_blocked(dsn: str, ids: list[str]) -> None:
+    """Refuse the whole run, before its first migration, when any pending one would refuse:
+    each migration is its own transaction, so a refusal half-way would leave the earlier ones
+    applied. The checks are the migrations' own (see pgchat.plan)."""
+    from pgchat.plan import plan  # pgchat.plan reads the migration files; imported when used
+
+    for item in plan(dsn, ids):
+        if item.blocks:
+            raise MigrationError(f"cannot apply {item.id}: cannot adopt this database: "
+                                 f"{'; '.join(item.blocks)}; nothing was changed")
 
 
 def rollback(

@@ -14,7 +14,12 @@ built once per session, and every test gets a fresh `CREATE DATABASE ... TEMPLAT
 - `db` / `db_dsn`: every migration applied by `pgchat.migrate.migrate`;
 - `empty_db` / `empty_dsn`: nothing at all;
 - `legacy_db` / `legacy_dsn` (+ `legacy`, what it holds): the legacy fixture of
-  tests/legacy_data.py, built without pgchat's runner.
+  tests/legacy_data.py, built without pgchat's runner;
+- on hosted Supabase's permission model (tests/supabase.py: the migration role MIGRATOR is no
+  superuser and does not own auth.users), each a `SupabaseDb` (superuser connection + the
+  migration role's DSN): `supabase_empty` (Supabase, no app), `supabase_migrated` (every
+  migration applied as MIGRATOR), `prod` (the production schema at 7c23e21, filled through
+  its own sync function, not yet migrated).
 The `*_db` fixtures are psycopg connections with autocommit OFF: commit (or roll back) before
 handing the database to `migrate()`, the CLI or another connection, or your open transaction
 keeps its locks and its rows invisible. The `*_dsn` fixtures are libpq URLs of the same database.
@@ -37,7 +42,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pytest_postgresql import factories
 
 from pgchat import migrate, server
-from tests import legacy_data
+from tests import legacy_data, supabase
 from tests.helpers import schema_dump
 
 
@@ -54,9 +59,9 @@ class PgServer:
     bin_dir: Path
     origin: str
 
-    def url(self, dbname: str) -> str:
-        auth = quote(self.user, safe="")
-        if self.password:
+    def url(self, dbname: str, user: str | None = None) -> str:
+        auth = quote(user or self.user, safe="")
+        if self.password and user is None:
             auth += ":" + quote(self.password, safe="")
         database = quote(dbname, safe="")
         return f"postgresql://{auth}@/{database}?host={quote(self.host)}&port={self.port}"
@@ -100,6 +105,8 @@ def _start_server() -> PgServer:
         host, port, user, password, dbname = srv.socket_dir, srv.port, "postgres", None, "postgres"
         origin = f"throwaway, binaries from {bin_env}" if bin_env else "throwaway, embedded"
     version = _server_version(host, port, user, password, dbname)
+    with psycopg.connect(host=host, port=port, user=user, password=password, dbname=dbname) as conn:
+        supabase.install_roles(conn)
     return PgServer(host, port, user, password, dbname, version, bin_dir, origin)
 
 
@@ -146,6 +153,23 @@ def _load_legacy(**kwargs: Any) -> None:
         legacy_data.build_legacy(conn)
 
 
+def _load_supabase_platform(**kwargs: Any) -> None:
+    with psycopg.connect(_server().url(kwargs["dbname"])) as conn:
+        supabase.install_platform(conn)
+
+
+def _load_supabase_migrated(**kwargs: Any) -> None:
+    _load_supabase_platform(**kwargs)
+    migrate.migrate(_server().url(kwargs["dbname"], supabase.MIGRATOR))
+
+
+def _load_prod(**kwargs: Any) -> None:
+    _load_supabase_platform(**kwargs)
+    with psycopg.connect(_server().url(kwargs["dbname"])) as admin, \
+            psycopg.connect(_server().url(kwargs["dbname"], supabase.MIGRATOR)) as migrator:
+        legacy_data.build_prod_7c23e21(admin, migrator)
+
+
 pg_empty = factories.postgresql_noproc(dbname="pgchat_test_empty")
 pg_migrated = factories.postgresql_noproc(dbname="pgchat_test_migrated", load=[_load_migrated])
 pg_legacy = factories.postgresql_noproc(dbname="pgchat_test_legacy", load=[_load_legacy])
@@ -153,6 +177,45 @@ pg_legacy = factories.postgresql_noproc(dbname="pgchat_test_legacy", load=[_load
 empty_db = factories.postgresql("pg_empty")
 db = factories.postgresql("pg_migrated")
 legacy_db = factories.postgresql("pg_legacy")
+
+pg_supabase_empty = factories.postgresql_noproc(dbname="pgchat_test_supabase",
+                                                load=[_load_supabase_platform])
+pg_supabase_migrated = factories.postgresql_noproc(dbname="pgchat_test_supabase_migrated",
+                                                   load=[_load_supabase_migrated])
+pg_prod = factories.postgresql_noproc(dbname="pgchat_test_prod_7c23e21", load=[_load_prod])
+supabase_empty_db = factories.postgresql("pg_supabase_empty")
+supabase_migrated_db = factories.postgresql("pg_supabase_migrated")
+prod_db = factories.postgresql("pg_prod")
+
+
+@dataclass(frozen=True)
+class SupabaseDb:
+    """A database on Supabase's permission model: `admin` is a superuser connection (autocommit
+    off) for looking and for playing Supabase Auth; `dsn` connects as the migration role."""
+
+    admin: psycopg.Connection
+    dsn: str
+    admin_dsn: str
+
+
+def _supabase_db(conn: psycopg.Connection) -> SupabaseDb:
+    supabase.allow_migrator(conn)  # database privileges are not copied from the template
+    return SupabaseDb(conn, _server().url(conn.info.dbname, supabase.MIGRATOR), _dsn_of(conn))
+
+
+@pytest.fixture
+def supabase_empty(supabase_empty_db: psycopg.Connection) -> SupabaseDb:
+    return _supabase_db(supabase_empty_db)
+
+
+@pytest.fixture
+def supabase_migrated(supabase_migrated_db: psycopg.Connection) -> SupabaseDb:
+    return _supabase_db(supabase_migrated_db)
+
+
+@pytest.fixture
+def prod(prod_db: psycopg.Connection) -> SupabaseDb:
+    return _supabase_db(prod_db)
 
 
 def _dsn_of(conn: psycopg.Connection) -> str:

@@ -280,3 +280,71 @@ def build_legacy(conn: psycopg.Connection, data: LegacyData | None = None) -> Le
     install_legacy_schema(conn)
     write_legacy_data(conn, data)
     return data
+
+
+# --- the production schema at 7c23e21, on Supabase's permission model ---------------------------
+
+
+def prod_sync_payload(data: LegacyData, user_id: uuid.UUID) -> str:
+    """The sync request body the app at 7c23e21 sent for one user: every key its
+    `sync_user_conversations` reads (camelCase session fields, an `error` flag per message)."""
+    return json.dumps([
+        {
+            "id": c.id,
+            "title": c.title,
+            "messageCount": len(c.messages),
+            "totalTokens": sum(m.total_tokens for m in c.messages),
+            "lastModel": c.messages[-1].model,
+            "lastMessagePreview": c.messages[-1].content[:100],
+            "lastMessageTimestamp": c.messages[-1].message_timestamp.isoformat(),
+            "createdAt": c.created_at.isoformat(),
+            "updatedAt": c.messages[-1].message_timestamp.isoformat(),
+            "messages": [
+                {
+                    "id": m.id, "role": m.role, "content": m.content, "model": m.model,
+                    "total_tokens": m.total_tokens, "input_tokens": m.input_tokens,
+                    "output_tokens": m.output_tokens, "user_message_id": m.user_message_id,
+                    "timestamp": m.message_timestamp.isoformat(), "error": m.failed,
+                }
+                for m in c.messages
+            ],
+        }
+        for c in data.conversations
+        if c.user_id == user_id
+    ])
+
+
+def prod_sync(conn: psycopg.Connection, user_id: uuid.UUID, payload: str) -> object:
+    """Call `sync_user_conversations` as the app did: as `authenticated`, with the user's JWT
+    claims; commit; return its result."""
+    conn.execute("set local role authenticated")
+    conn.execute("select set_config('request.jwt.claims', %s, true)",
+                 (json.dumps({"sub": str(user_id), "role": "authenticated"}),))
+    row = conn.execute("select public.sync_user_conversations(%s, %s::jsonb)",
+                       (user_id, payload)).fetchone()
+    conn.commit()
+    assert row is not None
+    return row[0]
+
+
+def build_prod_7c23e21(admin: psycopg.Connection, migrator: psycopg.Connection,
+                       data: LegacyData | None = None) -> LegacyData:
+    """The production schema at 7c23e21 (sql/legacy/prod_7c23e21.sql, run as the migration
+    role), filled the way the app filled it: users sign up through auth.users (as Supabase
+    Auth, `admin`), then every conversation is synced through the app's own
+    `sync_user_conversations` 1 + `data.resyncs` times, each pass counting it again."""
+    data = data or legacy_plan()
+    migrator.execute((sql_dir() / "legacy" / "prod_7c23e21.sql").read_text())
+    migrator.commit()
+    for user in data.users:
+        admin.execute(
+            "insert into auth.users (id, email, raw_user_meta_data) values (%s, %s, %s::jsonb)",
+            (user.id, user.email, json.dumps({"full_name": user.full_name})),
+        )
+    admin.commit()
+    for _ in range(1 + data.resyncs):
+        for user in data.users:
+            result = prod_sync(migrator, user.id, prod_sync_payload(data, user.id))
+            assert result == {"synced": sum(c.user_id == user.id for c in data.conversations),
+                              "errors": 0, "details": []}, result
+    return data
