@@ -5,8 +5,8 @@ Three databases on one server, written the same way, measured the same way:
   written the way the app wrote (sync route: upsert session + one multi-row upsert of messages;
   chat route: one single-row upsert per message);
 - `pgchat`: every migration applied (`sync_user_conversations`, `write_chat_exchange`);
-- `floor`: the baseline (0002) without its two triggers (on_message_change,
-  on_session_updated): the same tables and indexes, plain INSERTs, nothing maintained. What
+- `floor`: the baseline (0002), which has no chat triggers (IF EXISTS: older 0002s had two,
+  dropped here): the same tables and indexes, plain INSERTs, nothing maintained. What
   any implementation costs at least.
 
 The sections (medians of several runs, and the ratios pgchat/floor and legacy/pgchat):
@@ -247,8 +247,8 @@ def _install_pgchat(dsn: str) -> None:
 def _install_floor(dsn: str) -> None:
     migrate.migrate(dsn, to="0002_baseline")
     with connect(dsn) as conn:
-        conn.execute("DROP TRIGGER on_message_change ON public.chat_messages")
-        conn.execute("DROP TRIGGER on_session_updated ON public.chat_sessions")
+        conn.execute("DROP TRIGGER IF EXISTS on_message_change ON public.chat_messages")
+        conn.execute("DROP TRIGGER IF EXISTS on_session_updated ON public.chat_sessions")
         conn.commit()
 
 

@@ -87,11 +87,15 @@ def test_migrate_then_status_json(empty_dsn: str) -> None:
 def test_migrate_dry_run_changes_nothing(empty_dsn: str) -> None:
     result = run("migrate", "--dsn", empty_dsn, "--dry-run")
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().splitlines()[-1] == "would apply: " + ", ".join(migration_ids())
+    assert "would apply: " + ", ".join(migration_ids()) in result.stdout.splitlines()
+    assert result.stdout.strip().splitlines()[-1] == "dry run: nothing was changed"
     assert not any(s.applied for s in migrate.status(empty_dsn))
 
     result = run("migrate", "--dsn", empty_dsn, "--dry-run", "--json")
-    assert json.loads(result.stdout) == {"dry_run": True, "migrations": migration_ids()}
+    report = json.loads(result.stdout)
+    assert (report["dry_run"], report["migrations"], report["blocked"]) == (
+        True, migration_ids(), False)
+    assert [p["id"] for p in report["plan"]] == migration_ids()
 
 
 def test_status_of_a_new_database_is_all_pending(empty_dsn: str) -> None:
