@@ -186,6 +186,10 @@ def _plan_0003(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                             " WHERE active_minutes <> 0")
     plan.actions.append(f"converts active_minutes (legacy seconds) of {minutes} user_usage_daily"
                         " row(s) into active_seconds and minutes")
+    daily = _scalar(conn, "SELECT count(*) FROM public.user_usage_daily")
+    plan.actions.append(f"leaves the {daily} user_usage_daily row(s) and the profile totals as"
+                        " they are: `pgchat usage verify` then shows any inflation,"
+                        " `pgchat usage rebuild` repairs it")
     stale = _scalar(conn, """
         SELECT count(*) FROM public.chat_sessions s
         LEFT JOIN (SELECT session_id, count(*) AS n, sum(coalesce(total_tokens, 0)) AS tokens

@@ -341,6 +341,31 @@ def test_user_usage_daily_keeps_no_write_policy_and_no_write_grant(prod: Supabas
                          (user,))
 
 
+def test_grants_of_owned_tables_and_profile_columns_are_set_exactly(prod: SupabaseDb) -> None:
+    """Production granted the API roles ALL (Supabase's defaults): TRUNCATE included, and anon."""
+    def held(role: str, table: str) -> list[str]:
+        row = prod.admin.execute(
+            "select string_agg(p, ',' order by p) from unnest(array['SELECT', 'INSERT',"
+            " 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p"
+            " where has_table_privilege(%s, %s, p)", (role, f"public.{table}")).fetchone()
+        prod.admin.commit()
+        return (row[0] or "").split(",") if row and row[0] else []
+
+    assert "TRUNCATE" in held("anon", "chat_messages")  # before
+    adopt(prod)
+    for table in ("chat_sessions", "chat_messages", "user_usage_daily", "profiles"):
+        assert held("anon", table) == []
+    assert held("authenticated", "chat_messages") == ["DELETE", "INSERT", "SELECT", "UPDATE"]
+    assert held("authenticated", "user_usage_daily") == ["SELECT"]
+    assert held("authenticated", "profiles") == ["SELECT"]
+    updatable = prod.admin.execute(
+        "select string_agg(attname, ',' order by attname) from pg_attribute"
+        " where attrelid = 'public.profiles'::regclass and attnum > 0 and not attisdropped"
+        " and has_column_privilege('authenticated', attrelid, attnum, 'UPDATE')").fetchone()
+    assert updatable == ("avatar_url,default_model,full_name,session_preferences,system_prompt,"
+                         "temperature,ui_preferences",)  # not allowed_models, tier, credits
+
+
 APP_SESSION_TRIGGER = """
 create function public.count_new_session() returns trigger language plpgsql as $$
 begin
