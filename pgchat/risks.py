@@ -145,6 +145,7 @@ class Risk:
     checks_caller: bool  # its body refers to auth.uid() / auth.jwt() / the JWT claims
     trigger_on: tuple[str, ...]  # tables whose triggers run it
     is_trigger: bool
+    callable_through_api: bool  # in an exposed schema, not a trigger, someone may execute it
     needed_schemas: tuple[str, ...]  # where its unqualified names are found (mutable only)
     risks: tuple[str, ...]
     fixes: tuple[str, ...]
@@ -400,6 +401,7 @@ def risk_findings(conn: psycopg.Connection, exposed: Sequence[str] | None = None
             executable_by=executable_by, search_path=search_path, touches=f["touches"],
             writes=f["writes"], reads=f["reads"], user_parameters=f["user_parameters"],
             checks_caller=f["checks_caller"], trigger_on=f["trigger_on"], is_trigger=is_trigger,
+            callable_through_api=callable_by_api,
             needed_schemas=f["needed_schemas"], risks=tuple(risks), fixes=tuple(fixes)))
     return found
 
@@ -421,7 +423,8 @@ def fix_statements(conn: psycopg.Connection, risk: Risk) -> list[str]:
     target = sql.SQL("{}.{}({}").format(sql.Identifier(schema), sql.Identifier(name),
                                         sql.SQL(args)).as_string(conn)
     statements = []
-    if {"PUBLIC", "anon"} & set(risk.executable_by):
+    if risk.security_definer and risk.callable_through_api \
+            and {"PUBLIC", "anon"} & set(risk.executable_by):
         statements.append(f"REVOKE EXECUTE ON FUNCTION {target} FROM PUBLIC, anon")
     if risk.search_path is None:
         statements.append(f"ALTER FUNCTION {target} "
@@ -435,6 +438,8 @@ def fix_risks(conn: psycopg.Connection, risks: Iterable[Risk]) -> list[Fixed]:
     done = []
     for risk in risks:
         statements = fix_statements(conn, risk)
+        if not statements:  # exposed to authenticated only: not pgchat's to change
+            continue
         try:
             with conn.transaction():
                 for statement in statements:
@@ -455,7 +460,7 @@ def summary(risks: Sequence[Risk]) -> list[str]:
              "(pgchat changed none of them; see `pgchat risks`):"]
     for r in risks:
         how = []
-        if r.security_definer and r.executable_by and not r.is_trigger:
+        if r.security_definer and r.callable_through_api:
             how.append("SECURITY DEFINER, executable by " + ", ".join(r.executable_by))
         if r.search_path is None:
             how.append("mutable search_path")

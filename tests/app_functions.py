@@ -30,7 +30,8 @@ BEGIN
     IF new_tier NOT IN ('free', 'pro', 'enterprise', 'admin') THEN
         RETURN jsonb_build_object('success', false);
     END IF;
-    UPDATE public.profiles SET subscription_tier = new_tier, updated_at = now() WHERE id = user_uuid;
+    UPDATE public.profiles SET subscription_tier = new_tier, updated_at = now()
+    WHERE id = user_uuid;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN jsonb_build_object('success', n > 0, 'new_tier', new_tier);
 END $$;
@@ -64,7 +65,8 @@ CREATE FUNCTION public.cleanup_old_data(days_to_keep integer DEFAULT 90) RETURNS
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE usage_rows integer; activity_rows integer;
 BEGIN
-    DELETE FROM public.user_activity_log WHERE "timestamp" < now() - make_interval(days => days_to_keep);
+    DELETE FROM public.user_activity_log
+    WHERE "timestamp" < now() - make_interval(days => days_to_keep);
     GET DIAGNOSTICS activity_rows = ROW_COUNT;
     DELETE FROM public.user_usage_daily WHERE usage_date < current_date - days_to_keep;
     GET DIAGNOSTICS usage_rows = ROW_COUNT;

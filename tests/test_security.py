@@ -429,7 +429,8 @@ def test_calling_an_implementation_directly_checks_the_caller_too(
         db: psycopg.Connection, users: Users, statement: str) -> None:
     versions = row_versions(db)
     with acting_as(db, "authenticated", users.alice), \
-            pytest.raises(psycopg.errors.InsufficientPrivilege, match="not allowed to act for user"):
+            pytest.raises(psycopg.errors.InsufficientPrivilege,
+                          match="not allowed to act for user"):
         db.execute(statement, (users.bob,))
     with acting_as(db, "anon", users.bob), \
             pytest.raises(psycopg.errors.InsufficientPrivilege,
