@@ -38,6 +38,7 @@ DEFAULT_EXPOSED_SCHEMAS = ("public", "graphql_public")
 # What pgchat owns: its schemas, the tables whose rules it defines, the functions it writes.
 OWNED_SCHEMAS = ("pgchat", "pgchat_private", "pgchat_migrations")
 OWNED_TABLES = ("public.chat_sessions", "public.chat_messages", "public.user_usage_daily")
+OWNED_VIEWS = ("public.api_user_summary",)  # pgchat makes it security_invoker
 OWNED_FUNCTIONS = (
     "public.sync_user_conversations(uuid, jsonb)",
     "public.write_chat_exchange(uuid, text, jsonb, jsonb, text)",
@@ -94,10 +95,11 @@ def exposed_schemas(conn: psycopg.Connection) -> list[str]:
 
 
 def is_owned(schema: str, name: str, kind: str) -> bool:
-    """Whether pgchat owns this object (its schemas, OWNED_TABLES, OWNED_FUNCTIONS)."""
+    """Whether pgchat owns this object (its schemas, OWNED_TABLES / _VIEWS / _FUNCTIONS)."""
     qualified = f"{schema}.{name}"
     return (schema in OWNED_SCHEMAS
             or (kind == "table" and qualified in OWNED_TABLES)
+            or (kind == "view" and qualified in OWNED_VIEWS)
             or (kind == "function" and qualified in OWNED_FUNCTIONS))
 
 
@@ -163,10 +165,10 @@ SELECT n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes),
        n.nspname = ANY (%(exposed)s),
        EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'),
-       coalesce(pg_catalog.to_regrole('anon') IS NOT NULL
-                AND pg_catalog.has_function_privilege('anon', p.oid, 'EXECUTE'), false),
-       coalesce(pg_catalog.to_regrole('authenticated') IS NOT NULL
-                AND pg_catalog.has_function_privilege('authenticated', p.oid, 'EXECUTE'), false),
+       CASE WHEN pg_catalog.to_regrole('anon') IS NULL THEN false  -- CASE: evaluated in order
+            ELSE pg_catalog.has_function_privilege('anon', p.oid, 'EXECUTE') END,
+       CASE WHEN pg_catalog.to_regrole('authenticated') IS NULL THEN false
+            ELSE pg_catalog.has_function_privilege('authenticated', p.oid, 'EXECUTE') END,
        ARRAY(SELECT DISTINCT t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t
              WHERE t.tgfoid = p.oid AND NOT t.tgisinternal ORDER BY 1),
        ARRAY(SELECT DISTINCT r.rolname

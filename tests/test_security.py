@@ -462,6 +462,12 @@ def _dsn_of(conn: psycopg.Connection) -> str:
 def test_through_postgrest_a_user_writes_for_itself_only(
         db: psycopg.Connection, authenticator: psycopg.Connection, users: Users) -> None:
     api = authenticator
+    # Logged in but not switched to an API role (NOINHERIT), without claims: the identity check
+    # would take it for a backend role; the wrapper's EXECUTE privilege is what refuses it.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                       match="permission denied for function sync_user_conversations"):
+        api.execute("select public.sync_user_conversations(%s, '[]')", (users.bob,))
+    api.rollback()
     with acting_as(api, "authenticated", users.alice):
         assert api.execute("select session_user::text, current_user::text").fetchone() == \
             ("authenticator", "authenticated")
