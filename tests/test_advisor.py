@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from pgchat import risks
+from pgchat import migrate, risks
 from pgchat.risks import ADVISOR_CHECKS, advisor_findings
 
 GRANT_API = " GRANT ALL ON {} TO anon, authenticated;"
@@ -158,3 +158,21 @@ def test_auth_rls_initplan_counts_each_call(db: psycopg.Connection) -> None:
     db.execute(OFFENDERS["auth_rls_initplan"][0])
     assert named(advisor_findings(db, owned_only=False, checks=["auth_rls_initplan"])) \
         == {"public.t_notes"}
+
+
+def test_an_adopted_legacy_database_is_clean_after_migrate(legacy_db: psycopg.Connection,
+                                                           legacy_dsn: str) -> None:
+    before = {(f.lint, f"{f.schema}.{f.name}") for f in advisor_findings(legacy_db)}
+    assert {
+        ("authenticated_security_definer_function_executable",
+         "public.sync_user_conversations(uuid, jsonb)"),
+        ("anon_security_definer_function_executable",
+         "public.sync_user_conversations(uuid, jsonb)"),
+        ("function_search_path_mutable", "public.update_session_stats()"),
+        ("auth_rls_initplan", "public.chat_sessions"),
+        ("security_definer_view", "public.api_user_summary"),
+    } <= before
+    legacy_db.rollback()
+    migrate.migrate(legacy_dsn)
+    assert advisor_findings(legacy_db) == []
+    assert advisor_findings(legacy_db, owned_only=False) == []

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from pgchat import risks
+from pgchat import migrate, risks
 from pgchat.cli import main
 from pgchat.risks import Write
 from tests import app_functions
@@ -206,3 +206,20 @@ def test_summary_lines_for_migrate_and_status(db: psycopg.Connection) -> None:
                         "(pgchat changed none of them; see `pgchat risks`):")
     assert "  public.update_user_tier(uuid, character varying): SECURITY DEFINER, executable by" \
            " PUBLIC, anon, authenticated; mutable search_path" in lines
+
+
+def test_the_legacy_functions_at_risk_are_gone_after_migrate(legacy_db: psycopg.Connection,
+                                                             legacy_dsn: str) -> None:
+    before = by_function(risks.risk_findings(legacy_db))
+    legacy_usage = ("public.track_user_usage(uuid, integer, integer, integer, integer, "
+                    "character varying, boolean, integer)")
+    assert legacy_usage in before and "public.handle_user_profile_sync()" in before
+    assert ("anyone, signed in or not, can change profiles (last_active, usage_stats); insert "
+            "rows into user_usage_daily of any user: it acts for the user named by p_user_id"
+            in before[legacy_usage].risks[0])
+    (sync_risk,) = before["public.handle_user_profile_sync()"].risks
+    assert sync_risk.startswith("mutable search_path: it runs as ")
+    assert " on every write to auth.users, " in sync_risk
+    legacy_db.rollback()
+    migrate.migrate(legacy_dsn)
+    assert risks.risk_findings(legacy_db) == []
