@@ -5,6 +5,10 @@
 DROP FUNCTION public.update_session_title(uuid, text, text);
 DROP FUNCTION public.write_chat_exchange(uuid, text, jsonb, jsonb, text);
 DROP FUNCTION public.sync_user_conversations(uuid, jsonb);
+DROP FUNCTION pgchat_private.update_session_title(uuid, text, text);
+DROP FUNCTION pgchat_private.write_chat_exchange(uuid, text, jsonb, jsonb, text);
+DROP FUNCTION pgchat_private.sync_user_conversations(uuid, jsonb);
+DROP SCHEMA pgchat_private;
 DROP FUNCTION pgchat.conversation_list(jsonb);
 DROP FUNCTION pgchat.parse_messages(text, jsonb);
 DROP TYPE pgchat.parsed_message;

@@ -12,6 +12,11 @@
 --
 -- Who may call: `authenticated` only for itself (auth.uid() = the user named); `service_role`
 -- and direct database roles granted EXECUTE (the backend) for anyone; `anon` and PUBLIC never.
+--
+-- Where they live: the three run as their owner (SECURITY DEFINER: they write tables users
+-- may not write directly), so they live in `pgchat_private`, a schema the API does not expose;
+-- `public` holds SECURITY INVOKER functions of the same names and signatures that call them
+-- (Supabase's pattern: nothing SECURITY DEFINER is callable through the REST API).
 -- depends: 0003_usage_ledger
 
 -- Refuse to act for another user. Inside a SECURITY DEFINER function current_user is the
@@ -178,7 +183,14 @@ BEGIN
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb)
+-- The SECURITY DEFINER implementations' schema. The API roles need USAGE to call them through
+-- public's wrappers; nothing else is in it, and PostgREST does not expose it.
+CREATE SCHEMA pgchat_private;
+COMMENT ON SCHEMA pgchat_private IS
+    'pgchat: SECURITY DEFINER implementations behind public''s write functions; not exposed through the API';
+REVOKE ALL ON SCHEMA pgchat_private FROM PUBLIC;
+
+CREATE FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversations_data jsonb)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
     v_list jsonb;
@@ -316,7 +328,7 @@ BEGIN
     );
 END
 $fn$;
-COMMENT ON FUNCTION public.sync_user_conversations(uuid, jsonb) IS
+COMMENT ON FUNCTION pgchat_private.sync_user_conversations(uuid, jsonb) IS
     'Insert-only upload of browser conversations (array or {"conversations": [...]}) for one user. '
     'Never updates an existing row; skips failed messages; a conversation with any problem or '
     'owned by someone else is not written at all. Returns a report with an errors list.';
@@ -326,7 +338,7 @@ COMMENT ON FUNCTION public.sync_user_conversations(uuid, jsonb) IS
 -- error_message (p_assistant_message NULL) and counts nothing; the retry that succeeds reuses
 -- the user message id, updates that row in place and is counted then, once. Writing the same
 -- exchange again changes nothing. Returns {session_created, messages_written}.
-CREATE FUNCTION public.write_chat_exchange(
+CREATE FUNCTION pgchat_private.write_chat_exchange(
     p_user_id uuid,
     p_session_id text,
     p_user_message jsonb,
@@ -445,13 +457,13 @@ BEGIN
     RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
 END
 $fn$;
-COMMENT ON FUNCTION public.write_chat_exchange(uuid, text, jsonb, jsonb, text) IS
+COMMENT ON FUNCTION pgchat_private.write_chat_exchange(uuid, text, jsonb, jsonb, text) IS
     'Stores one exchange (user message + optional assistant reply, ChatMessage JSON) and creates the '
     'session if new, in one transaction. Idempotent; a failed attempt counts nothing; a successful '
     'retry with the same user message id is counted once.';
 
 -- A title edit: writes (and moves updated_at) only when the title really changes.
-CREATE FUNCTION public.update_session_title(p_user_id uuid, p_session_id text, p_title text)
+CREATE FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id text, p_title text)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
     v_owner uuid;
@@ -472,12 +484,59 @@ BEGIN
     RETURN FOUND;
 END
 $fn$;
-COMMENT ON FUNCTION public.update_session_title(uuid, text, text) IS
+COMMENT ON FUNCTION pgchat_private.update_session_title(uuid, text, text) IS
     'Renames a conversation; returns false (and writes nothing) when the title is unchanged.';
+
+-- The API's entry points: SECURITY INVOKER, so that nothing in the exposed schema runs with
+-- the owner's rights (splinter 0029); each calls its implementation in pgchat_private.
+-- The identity check sees the request as before: in the wrapper current_user is the caller's
+-- role; in the implementation current_user becomes the owner, while session_user (the login
+-- role), the `role` setting (what PostgREST's SET ROLE set) and the JWT claims are unchanged.
+CREATE OR REPLACE FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb)
+RETURNS jsonb LANGUAGE sql SECURITY INVOKER SET search_path = '' AS $fn$
+    SELECT pgchat_private.sync_user_conversations(user_uuid, conversations_data)
+$fn$;
+COMMENT ON FUNCTION public.sync_user_conversations(uuid, jsonb) IS
+    'Insert-only upload of browser conversations (array or {"conversations": [...]}) for one user. '
+    'Never updates an existing row; skips failed messages; a conversation with any problem or '
+    'owned by someone else is not written at all. Returns a report with an errors list. '
+    'Runs pgchat_private.sync_user_conversations.';
+
+CREATE FUNCTION public.write_chat_exchange(
+    p_user_id uuid,
+    p_session_id text,
+    p_user_message jsonb,
+    p_assistant_message jsonb DEFAULT NULL,
+    p_session_title text DEFAULT NULL
+) RETURNS jsonb LANGUAGE sql SECURITY INVOKER SET search_path = '' AS $fn$
+    SELECT pgchat_private.write_chat_exchange(p_user_id, p_session_id, p_user_message,
+                                              p_assistant_message, p_session_title)
+$fn$;
+COMMENT ON FUNCTION public.write_chat_exchange(uuid, text, jsonb, jsonb, text) IS
+    'Stores one exchange (user message + optional assistant reply, ChatMessage JSON) and creates the '
+    'session if new, in one transaction. Idempotent; a failed attempt counts nothing; a successful '
+    'retry with the same user message id is counted once. Runs pgchat_private.write_chat_exchange.';
+
+CREATE FUNCTION public.update_session_title(p_user_id uuid, p_session_id text, p_title text)
+RETURNS boolean LANGUAGE sql SECURITY INVOKER SET search_path = '' AS $fn$
+    SELECT pgchat_private.update_session_title(p_user_id, p_session_id, p_title)
+$fn$;
+COMMENT ON FUNCTION public.update_session_title(uuid, text, text) IS
+    'Renames a conversation; returns false (and writes nothing) when the title is unchanged. '
+    'Runs pgchat_private.update_session_title.';
 
 -- Least privilege. Supabase grants EXECUTE on new functions in public to anon, authenticated
 -- and service_role, and PUBLIC has it by default: take it all back, then grant what is meant.
+-- A role that calls the API functions needs EXECUTE on the wrapper and on its implementation
+-- (and USAGE on pgchat_private): grant a backend role both, or neither.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgchat FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgchat_private FROM PUBLIC, anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA pgchat_private TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION
+    pgchat_private.sync_user_conversations(uuid, jsonb),
+    pgchat_private.write_chat_exchange(uuid, text, jsonb, jsonb, text),
+    pgchat_private.update_session_title(uuid, text, text)
+TO authenticated, service_role;
 REVOKE ALL ON FUNCTION
     public.sync_user_conversations(uuid, jsonb),
     public.write_chat_exchange(uuid, text, jsonb, jsonb, text),

@@ -19,6 +19,7 @@ import psycopg
 from pgchat import connect as connection
 from pgchat import migrate as migrations
 from pgchat import plan as plan_api
+from pgchat import risks as risks_api
 from pgchat import server
 from pgchat import sync as sync_api
 from pgchat import usage as usage_api
@@ -507,3 +508,58 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
     else:
         click.echo(bench_api.render(report), nl=False)
     sys.exit(1 if strict and not all(t.passed for t in report.targets) else 0)
+
+
+# --- risks -----------------------------------------------------------------------------------
+
+
+@main.command("risks")
+@dsn_option
+@json_option
+@click.option("--fix", is_flag=True,
+              help="Revoke EXECUTE from anon and PUBLIC and pin the search_path of each function "
+                   "found (authenticated keeps what it has); then report what remains.")
+def risks_command(dsn: str | None, as_json: bool, fix: bool) -> None:
+    """App functions (not pgchat's) that expose chat, usage or profile data.
+
+    Lists each function that touches chat_sessions, chat_messages, user_usage_daily, profiles,
+    usage_stats or auth.users and is SECURITY DEFINER and executable by anon, authenticated or
+    PUBLIC through the API, or has a mutable search_path: the risk and the fix. Changes
+    nothing unless --fix. Exit 0: none found; 1: some found (with --fix: some remain).
+    """
+    with connection.connect(target(dsn, quiet=as_json)) as conn:
+        found = risks_api.risk_findings(conn)
+        fixed = risks_api.fix_risks(conn, found) if fix else []
+        remaining = risks_api.risk_findings(conn) if fixed else found
+    if as_json:
+        emit_json({"ok": not remaining, "risks": [r.as_dict() for r in remaining],
+                   "fixed": [{"function": f.function, "statements": list(f.statements),
+                              "error": f.error} for f in fixed]})
+        sys.exit(1 if remaining else 0)
+    for f in fixed:
+        if f.error:
+            click.echo(f"not fixed: {f.function}: {f.error}")
+        else:
+            click.echo(f"fixed: {f.function}: " + "; ".join(f.statements))
+    if fixed:
+        click.echo("")
+    if not remaining:
+        click.echo("ok: no app function exposes chat, usage or profile data")
+        sys.exit(0)
+    rows = []
+    for r in remaining:
+        rows.append([r.function, "DEFINER" if r.security_definer else "invoker",
+                     ", ".join(r.executable_by) or "-",
+                     r.search_path if r.search_path is not None else "MUTABLE",
+                     ", ".join(r.touches)])
+    table(["function", "security", "executable by", "search_path", "touches"], rows)
+    for r in remaining:
+        click.echo(f"\n{r.function}")
+        for risk in r.risks:
+            click.echo(f"  risk: {risk}")
+        for fix_text in r.fixes:
+            click.echo(f"  fix:  {fix_text}")
+    changed = ("only what is listed as fixed above" if fixed else
+               "none of them (`pgchat risks --fix` revokes anon/PUBLIC, pins search_path)")
+    click.echo(f"\n{len(remaining)} function(s) at risk; pgchat changed {changed}")
+    sys.exit(1)

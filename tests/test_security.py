@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 import pgchat.sync as chat
 from pgchat import PermissionDenied
@@ -351,13 +352,155 @@ def test_no_pgchat_function_is_executable_by_the_api_roles(db: psycopg.Connectio
     assert usage == [(False,), (False,), (False,)]
 
 
+# --- the split: SECURITY INVOKER in public, SECURITY DEFINER in pgchat_private -----------------
+
+
+IMPLEMENTATIONS = {  # the API function in public: its SECURITY DEFINER implementation
+    "sync_user_conversations(uuid,jsonb)": "pgchat_private.sync_user_conversations(uuid,jsonb)",
+    "write_chat_exchange(uuid,text,jsonb,jsonb,text)":
+        "pgchat_private.write_chat_exchange(uuid,text,jsonb,jsonb,text)",
+    "update_session_title(uuid,text,text)": "pgchat_private.update_session_title(uuid,text,text)",
+}
+
+
+def test_the_api_functions_run_as_the_caller_and_their_implementations_as_the_owner(
+        db: psycopg.Connection) -> None:
+    rows = db.execute(
+        "select p.oid::regprocedure::text, p.prosecdef, n.nspname,"
+        "       pg_get_function_arguments(p.oid), pg_get_function_result(p.oid)"
+        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where p.oid::regprocedure::text = any(%s)",
+        (list(IMPLEMENTATIONS) + list(IMPLEMENTATIONS.values()),)).fetchall()
+    found = {r[0]: r[1:] for r in rows}
+    assert set(found) == set(IMPLEMENTATIONS) | set(IMPLEMENTATIONS.values())
+    for api, implementation in IMPLEMENTATIONS.items():
+        assert found[api][:2] == (False, "public"), api
+        assert found[implementation][:2] == (True, "pgchat_private"), implementation
+        # Same parameter names, defaults and result: PostgREST calls them by name.
+        assert found[api][2:] == found[implementation][2:], api
+    definers_in_public = db.execute(
+        "select p.oid::regprocedure::text from pg_proc p"
+        " where p.pronamespace = 'public'::regnamespace and p.prosecdef"
+        "   and (has_function_privilege('anon', p.oid, 'EXECUTE')"
+        "        or has_function_privilege('authenticated', p.oid, 'EXECUTE'))").fetchall()
+    assert definers_in_public == []
+
+
+def test_execute_on_the_write_functions_is_granted_exactly(db: psycopg.Connection) -> None:
+    held = db.execute("""
+        select p.oid::regprocedure::text, r, has_function_privilege(r, p.oid, 'EXECUTE')
+        from pg_proc p
+        cross join unnest(array['anon', 'authenticated', 'service_role']) r
+        where p.oid::regprocedure::text = any(%s)
+        order by 1, 2""", (list(IMPLEMENTATIONS) + list(IMPLEMENTATIONS.values()),)).fetchall()
+    assert len(held) == 18
+    assert {(name, role) for name, role, ok in held if ok} == {
+        (name, role) for name in (*IMPLEMENTATIONS, *IMPLEMENTATIONS.values())
+        for role in ("authenticated", "service_role")}
+    # Nobody holds it through PUBLIC: each grant is explicit (aclexplode grantee 0 is PUBLIC).
+    public = db.execute(
+        "select p.oid::regprocedure::text from pg_proc p,"
+        " aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a"
+        " where a.grantee = 0 and p.oid::regprocedure::text = any(%s)",
+        (list(IMPLEMENTATIONS) + list(IMPLEMENTATIONS.values()),)).fetchall()
+    assert public == []
+    schema = db.execute("select r, has_schema_privilege(r, 'pgchat_private', 'USAGE'),"
+                        "       has_schema_privilege(r, 'pgchat_private', 'CREATE')"
+                        " from unnest(array['anon', 'authenticated', 'service_role', 'public']) r"
+                        " order by 1").fetchall()
+    assert schema == [("anon", False, False), ("authenticated", True, False),
+                      ("public", False, False), ("service_role", True, False)]
+    others = db.execute(
+        "select p.oid::regprocedure::text from pg_proc p"
+        " where p.pronamespace = 'pgchat_private'::regnamespace"
+        "   and p.oid::regprocedure::text <> all(%s)", (list(IMPLEMENTATIONS.values()),)).fetchall()
+    assert others == [], "pgchat_private holds only the three implementations"
+
+
+DIRECT_CALLS = {
+    "sync": "select pgchat_private.sync_user_conversations(%s, '[]')",
+    "exchange": "select pgchat_private.write_chat_exchange(%s, 'bob-c', '{\"id\": \"m\"}')",
+    "title": "select pgchat_private.update_session_title(%s, 'bob-c', 'hacked')",
+}
+
+
+@pytest.mark.parametrize("statement", DIRECT_CALLS.values(), ids=DIRECT_CALLS.keys())
+def test_calling_an_implementation_directly_checks_the_caller_too(
+        db: psycopg.Connection, users: Users, statement: str) -> None:
+    versions = row_versions(db)
+    with acting_as(db, "authenticated", users.alice), \
+            pytest.raises(psycopg.errors.InsufficientPrivilege,
+                          match="not allowed to act for user"):
+        db.execute(statement, (users.bob,))
+    with acting_as(db, "anon", users.bob), \
+            pytest.raises(psycopg.errors.InsufficientPrivilege,
+                          match="permission denied for schema pgchat_private"):
+        db.execute(statement, (users.bob,))
+    assert row_versions(db) == versions
+
+
+@pytest.fixture
+def authenticator(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """A connection as PostgREST makes it: logged in as `authenticator`, a NOINHERIT login role
+    that is a member of the API roles. Its session_user is not the functions' owner."""
+    db.execute("""do $$ begin
+        if not exists (select 1 from pg_roles where rolname = 'authenticator') then
+            create role authenticator login noinherit;
+        end if;
+        grant anon, authenticated, service_role to authenticator;
+    end $$""")
+    db.commit()
+    with psycopg.connect(make_conninfo(_dsn_of(db), user="authenticator")) as conn:
+        yield conn
+
+
+def _dsn_of(conn: psycopg.Connection) -> str:
+    info = conn.info
+    return make_conninfo(host=info.host, port=info.port, dbname=info.dbname)
+
+
+def test_through_postgrest_a_user_writes_for_itself_only(
+        db: psycopg.Connection, authenticator: psycopg.Connection, users: Users) -> None:
+    api = authenticator
+    # Logged in but not switched to an API role (NOINHERIT), without claims: the identity check
+    # would take it for a backend role; the wrapper's EXECUTE privilege is what refuses it.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                       match="permission denied for function sync_user_conversations"):
+        api.execute("select public.sync_user_conversations(%s, '[]')", (users.bob,))
+    api.rollback()
+    with acting_as(api, "authenticated", users.alice):
+        assert api.execute("select session_user::text, current_user::text").fetchone() == \
+            ("authenticator", "authenticated")
+        assert chat.write_chat_exchange(**exchange(users.alice, "alice-c"), conn=api) \
+            .messages_written == 2
+        assert chat.update_session_title(api, users.alice, "alice-c", "Mine") is True
+        api.commit()
+    versions, usage = row_versions(db), usage_state(db, users.bob)
+    for call in CALLS_FOR_BOB.values():
+        with acting_as(api, "authenticated", users.alice), \
+                pytest.raises(PermissionDenied, match="not allowed to act for user"):
+            call(api, users)
+    with acting_as(api, "anon", users.bob), \
+            pytest.raises(psycopg.errors.InsufficientPrivilege,
+                          match="permission denied for function sync_user_conversations"):
+        api.execute("select public.sync_user_conversations(%s, '[]')", (users.bob,))
+    assert (row_versions(db), usage_state(db, users.bob)) == (versions, usage)
+    with acting_as(api, "service_role"):
+        assert chat.update_session_title(api, users.bob, "bob-c", "by the backend") is True
+        api.commit()
+    db.rollback()
+    assert db.execute("select title from public.chat_sessions where id in ('alice-c', 'bob-c')"
+                      " order by id").fetchall() == [("Mine",), ("by the backend",)]
+
+
 # --- advisor-style checks on the catalog ------------------------------------------------------
 
 
 def test_every_function_has_a_pinned_search_path(db: psycopg.Connection) -> None:
     offenders = db.execute(
         "select p.oid::regprocedure::text from pg_proc p"
-        " where p.pronamespace in ('public'::regnamespace, 'pgchat'::regnamespace)"
+        " where p.pronamespace in ('public'::regnamespace, 'pgchat'::regnamespace,"
+        "                        'pgchat_private'::regnamespace)"
         "   and not exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%')"
         " order by 1").fetchall()
     assert offenders == [], f"functions without a pinned search_path: {offenders}"
@@ -370,9 +513,7 @@ def test_every_security_definer_function_has_a_pinned_search_path(
         " join pg_namespace n on n.oid = p.pronamespace"
         " where p.prosecdef and n.nspname not in ('pg_catalog', 'information_schema')"
         " order by 1").fetchall()
-    assert {name for name, _ in definers} >= {
-        "sync_user_conversations(uuid,jsonb)", "write_chat_exchange(uuid,text,jsonb,jsonb,text)",
-        "update_session_title(uuid,text,text)"}
+    assert {name for name, _ in definers} >= set(IMPLEMENTATIONS.values())
     offenders = [name for name, config in definers
                  if not any(c.startswith("search_path=") for c in config or [])]
     assert offenders == [], f"SECURITY DEFINER without a pinned search_path: {offenders}"
@@ -420,7 +561,8 @@ def test_no_function_is_executable_by_public_or_anon(db: psycopg.Connection) -> 
             where a.grantee = 0 and a.privilege_type = 'EXECUTE'
             union
             select 'anon' where has_function_privilege('anon', p.oid, 'EXECUTE')) g
-        where p.pronamespace in ('public'::regnamespace, 'pgchat'::regnamespace)
+        where p.pronamespace in ('public'::regnamespace, 'pgchat'::regnamespace,
+                                 'pgchat_private'::regnamespace)
         order by 1""").fetchall()
     assert offenders == [], f"functions executable by PUBLIC or anon: {offenders}"
 
