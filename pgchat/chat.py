@@ -1,15 +1,15 @@
-"""Typed calls of the write paths: the sign-in sync, the chat-exchange write, the title edit.
+"""The chat app's write paths: the sign-in sync, the chat-exchange write, the title edit.
 
 The dataclasses mirror the frontend's `Conversation` and `ChatMessage` (stores/types/chat.ts,
 lib/types/chat.ts); plain dicts in that JSON shape are accepted as well. Each function runs one
 SQL call inside the caller's transaction (committing is the caller's business) and raises a
-pgchat exception for an expected failure: ValidationError, PermissionDenied, Conflict.
+pgchat exception for an expected failure: ValidationError, PermissionDenied, Conflict,
+NotMigrated. `pgchat.Client` / `pgchat.AsyncClient` offer the same calls as methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -18,7 +18,11 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgchat.errors import ValidationError, from_database
+from pgchat._db import Query, Row, as_uuid, one, run
+from pgchat.errors import ValidationError
+
+__all__ = ["ChatMessage", "Conversation", "ExchangeResult", "SyncError", "SyncReport",
+           "sync_user_conversations", "update_session_title", "write_chat_exchange"]
 
 
 @dataclass
@@ -106,40 +110,12 @@ class SyncReport:
         return asdict(self)
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Raise pgchat's exception for the errors pgchat's SQL raises on purpose."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        mapped = from_database(exc)
-        if mapped is None:
-            raise
-        raise mapped from None
-
-
-def _payload(item: Conversation | Mapping[str, Any] | Any) -> Any:
+def _payload(item: Conversation | ChatMessage | Mapping[str, Any]) -> Any:
     return item.to_json() if isinstance(item, (Conversation, ChatMessage)) else item
 
 
-def sync_user_conversations(
-    conn: psycopg.Connection, user_id: UUID | str,
-    conversations: Sequence[Conversation | Mapping[str, Any]] | Mapping[str, Any],
-) -> SyncReport:
-    """Insert-only upload of browser conversations (public.sync_user_conversations)."""
-    if isinstance(conversations, (str, bytes)) or not isinstance(
-            conversations, (Mapping, Sequence)):
-        raise ValidationError("conversations must be a list of conversations "
-                              'or {"conversations": [...]}')
-    if isinstance(conversations, Mapping):
-        data: Any = dict(conversations)
-    else:
-        data = [_payload(c) for c in conversations]
-    with _translated():
-        row = conn.execute("SELECT public.sync_user_conversations(%s, %s)",
-                           (str(user_id), Jsonb(data))).fetchone()
-    assert row is not None
-    return SyncReport.from_json(row[0])
+Conversations = Sequence[Conversation | Mapping[str, Any]] | Mapping[str, Any]
+Message = ChatMessage | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -148,10 +124,55 @@ class ExchangeResult:
     messages_written: int
 
 
+def _report(rows: list[Row]) -> SyncReport:
+    return SyncReport.from_json(one(rows))
+
+
+def _exchange(rows: list[Row]) -> ExchangeResult:
+    data = one(rows)
+    return ExchangeResult(bool(data["session_created"]), int(data["messages_written"]))
+
+
+def _flag(rows: list[Row]) -> bool:
+    return bool(one(rows))
+
+
+def sync_query(user_id: UUID | str, conversations: Conversations) -> Query[SyncReport]:
+    if isinstance(conversations, (str, bytes)) or not isinstance(
+            conversations, (Mapping, Sequence)):
+        raise ValidationError("conversations must be a list of conversations "
+                              'or {"conversations": [...]}')
+    if isinstance(conversations, Mapping):
+        data: Any = dict(conversations)
+    else:
+        data = [_payload(c) for c in conversations]
+    return Query("SELECT public.sync_user_conversations(%s, %s)",
+                 (as_uuid(user_id), Jsonb(data)), _report)
+
+
+def exchange_query(user_id: UUID | str, session_id: str, user_message: Message,
+                   assistant_message: Message | None = None,
+                   session_title: str | None = None) -> Query[ExchangeResult]:
+    reply = None if assistant_message is None else Jsonb(_payload(assistant_message))
+    return Query("SELECT public.write_chat_exchange(%s, %s, %s, %s, %s)",
+                 (as_uuid(user_id), session_id, Jsonb(_payload(user_message)), reply,
+                  session_title), _exchange)
+
+
+def title_query(user_id: UUID | str, session_id: str, title: str) -> Query[bool]:
+    return Query("SELECT public.update_session_title(%s, %s, %s)",
+                 (as_uuid(user_id), session_id, title), _flag)
+
+
+def sync_user_conversations(conn: psycopg.Connection[Any], user_id: UUID | str,
+                            conversations: Conversations) -> SyncReport:
+    """Insert-only upload of browser conversations (public.sync_user_conversations)."""
+    return run(conn, sync_query(user_id, conversations))
+
+
 def write_chat_exchange(
-    conn: psycopg.Connection, user_id: UUID | str, session_id: str,
-    user_message: ChatMessage | Mapping[str, Any],
-    assistant_message: ChatMessage | Mapping[str, Any] | None = None,
+    conn: psycopg.Connection[Any], user_id: UUID | str, session_id: str,
+    user_message: Message, assistant_message: Message | None = None,
     session_title: str | None = None,
 ) -> ExchangeResult:
     """Store one exchange in one statement (public.write_chat_exchange).
@@ -159,20 +180,11 @@ def write_chat_exchange(
     Pass no assistant message (and an `error_message` on the user message) for a failed attempt;
     the retry that succeeds reuses the user message id and is counted once.
     """
-    reply = None if assistant_message is None else Jsonb(_payload(assistant_message))
-    with _translated():
-        row = conn.execute(
-            "SELECT public.write_chat_exchange(%s, %s, %s, %s, %s)",
-            (str(user_id), session_id, Jsonb(_payload(user_message)), reply, session_title),
-        ).fetchone()
-    assert row is not None
-    return ExchangeResult(bool(row[0]["session_created"]), int(row[0]["messages_written"]))
+    return run(conn, exchange_query(user_id, session_id, user_message, assistant_message,
+                                    session_title))
 
 
-def update_session_title(conn: psycopg.Connection, user_id: UUID | str, session_id: str,
+def update_session_title(conn: psycopg.Connection[Any], user_id: UUID | str, session_id: str,
                          title: str) -> bool:
     """Rename a conversation; False (and nothing written) if the title is unchanged."""
-    with _translated():
-        row = conn.execute("SELECT public.update_session_title(%s, %s, %s)",
-                           (str(user_id), session_id, title)).fetchone()
-    return bool(row and row[0])
+    return run(conn, title_query(user_id, session_id, title))

@@ -16,10 +16,10 @@ from uuid import UUID
 import click
 import psycopg
 
+from pgchat import chat as chat_api
 from pgchat import connect as connection
 from pgchat import migrate as migrations
 from pgchat import server
-from pgchat import sync as sync_api
 from pgchat import usage as usage_api
 from pgchat.errors import PgchatError, UsageError
 
@@ -363,14 +363,14 @@ def sync_command(user_id: UUID, source: click.File, dsn: str | None, batch_size:
     Insert-only: nothing already stored changes. Exit 1 if any conversation was rejected.
     """
     conversations = _read_payload(source)
-    report = sync_api.SyncReport()
+    report = chat_api.SyncReport()
     with connection.connect(target(dsn, quiet=as_json)) as conn:
         batches = [conversations[i:i + batch_size]
                    for i in range(0, len(conversations), batch_size)]
         with click.progressbar(length=len(conversations), label="syncing", file=sys.stderr,
                                hidden=as_json or len(batches) < 2) as bar:
             for batch in batches:
-                report.add(sync_api.sync_user_conversations(conn, user_id, batch))
+                report.add(chat_api.sync_user_conversations(conn, user_id, batch))
                 conn.commit()
                 bar.update(len(batch))
     if as_json:

@@ -33,9 +33,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pgchat import chat as chat_api
 from pgchat import migrate as migrations
 from pgchat import scenario, server
-from pgchat import sync as sync_api
 from pgchat import usage as usage_api
 from pgchat.connect import Target, connect, describe, resolve
 from pgchat.errors import ConnectionFailed, PermissionDenied, UsageError, ValidationError
@@ -245,7 +245,7 @@ class PgchatSide(Side):
 
     def exchange(self, session_id: str, user_message: dict[str, Any],
                  reply: dict[str, Any] | None) -> None:
-        sync_api.write_chat_exchange(self.conn, self.user_id, session_id, user_message, reply)
+        chat_api.write_chat_exchange(self.conn, self.user_id, session_id, user_message, reply)
 
 
 # --- the story and its steps -----------------------------------------------------------------

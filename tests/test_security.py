@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import PermissionDenied
 from tests.helpers import make_user, message, row_versions, usage_state
 
