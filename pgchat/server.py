@@ -80,7 +80,11 @@ def embedded_status() -> EmbeddedStatus:
 def start_embedded() -> str:
     """Start (or reuse) the embedded default and return the URL of its `pgchat` database."""
     data = embedded_data_dir()
-    data.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the embedded server's folder {data.parent} "
+                         f"(PGCHAT_HOME or ./.pgchat): {exc.strerror or exc}") from None
     server = _embedded().get_server(data, cleanup_mode=None)
     _create_database(server.get_uri(database="postgres"), EMBEDDED_DATABASE)
     return str(server.get_uri(database=EMBEDDED_DATABASE))
