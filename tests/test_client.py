@@ -70,9 +70,10 @@ def exercise(client: Client, user: UUID) -> None:
     assert result == ExchangeResult(session_created=False, messages_written=2)
     assert client.update_session_title(user, "c1", "renamed") is True
     assert client.update_session_title(user, "c1", "renamed") is False
-    assert client.track_usage(user, "evt-1", DAY, messages_sent=1, input_tokens=2) is True
+    assert client.track_usage(str(user), "evt-1", DAY, messages_sent=1, input_tokens=2) is True
     assert client.track_usage(user, "evt-1", DAY, messages_sent=1, input_tokens=2) is False
-    assert client.verify_usage(user) == []
+    assert client.verify_usage(user) == client.verify_usage(str(user)) == []
+    assert client.show_usage(str(user)) == client.show_usage(user)
     days = client.show_usage(user)
     assert [(d.usage_date, d.messages_sent, d.messages_received, d.input_tokens) for d in days] \
         == [(DAY, 4, 1, 19)]

@@ -70,6 +70,15 @@ def test_the_runtime_modules_import_without_the_extras() -> None:
     assert result.stdout == "ok\n", result.stderr
 
 
+def test_the_old_module_name_still_works_and_says_it_is_deprecated() -> None:
+    result = _python("import warnings\nwarnings.simplefilter('error')\nimport pgchat.sync")
+    assert "DeprecationWarning: pgchat.sync is now pgchat.chat" in result.stderr
+    result = _python("import warnings\nwarnings.simplefilter('ignore')\nimport pgchat.sync, "
+                     "pgchat.chat\nassert pgchat.sync.write_chat_exchange is "
+                     "pgchat.chat.write_chat_exchange\nprint('ok')")
+    assert result.stdout == "ok\n", result.stderr
+
+
 def test_the_command_line_without_its_extra_says_which_to_install() -> None:
     result = _python("from pgchat._entry import main\nmain()")
     assert result.returncode == 2
