@@ -18,7 +18,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgchat.errors import NotMigrated, ValidationError, from_database
+from pgchat.errors import NotMigrated, UsageError, ValidationError, from_database
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -52,6 +52,9 @@ def translated() -> Iterator[None]:
 
 
 def run(conn: psycopg.Connection[Any], query: Query[T]) -> T:
+    if not isinstance(conn, psycopg.Connection):
+        raise UsageError(f"pgchat.Client and the module functions take a psycopg.Connection, "
+                         f"not {type(conn).__name__}: use pgchat.AsyncClient for an async one")
     with translated(), conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(query.sql, query.params)
         rows = cur.fetchall() if cur.description is not None else []
@@ -59,6 +62,9 @@ def run(conn: psycopg.Connection[Any], query: Query[T]) -> T:
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], query: Query[T]) -> T:
+    if not isinstance(conn, psycopg.AsyncConnection):
+        raise UsageError(f"pgchat.AsyncClient takes a psycopg.AsyncConnection, not "
+                         f"{type(conn).__name__}: use pgchat.Client for a sync one")
     with translated():
         async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(query.sql, query.params)

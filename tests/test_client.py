@@ -145,6 +145,25 @@ def test_every_call_works_on_an_async_connection(db: psycopg.Connection, db_dsn:
     assert pgchat.usage.verify(db, user) == []
 
 
+def test_a_connection_of_the_other_kind_is_a_clear_error(db: psycopg.Connection,
+                                                         db_dsn: str) -> None:
+    """The reported failure: an AsyncConnection given to the sync API died with "'coroutine'
+    object has no attribute 'fetchone'"."""
+    user = make_user(db)
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(db_dsn) as aconn:
+            with pytest.raises(pgchat.UsageError, match=r"use pgchat\.AsyncClient"):
+                write = pgchat.chat.write_chat_exchange
+                write(aconn, user, "c1", message("u1"))  # type: ignore[arg-type]
+            with pytest.raises(pgchat.UsageError, match=r"use pgchat\.AsyncClient"):
+                Client(aconn).verify_usage()  # type: ignore[arg-type]
+        with pytest.raises(pgchat.UsageError, match=r"use pgchat\.Client"):
+            await AsyncClient(db).verify_usage()  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+
+
 def test_a_connection_pool_commits_each_block(db: psycopg.Connection, db_dsn: str) -> None:
     """Threads share a ConnectionPool; a `with pool.connection()` block commits on exit, so a
     call inside it is committed there, and a failed block is rolled back."""
