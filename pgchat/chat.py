@@ -10,7 +10,7 @@ NotMigrated. `pgchat.Client` / `pgchat.AsyncClient` offer the same calls as meth
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -103,7 +103,9 @@ class SyncReport:
     def from_json(cls, data: Mapping[str, Any]) -> SyncReport:
         errors = [SyncError(e.get("conversation_id"), e.get("message_id"), e["reason"])
                   for e in data.get("errors", [])]
-        counts = {k: int(v) for k, v in data.items() if k != "errors"}
+        # Only the counts this client knows: a newer database may report more.
+        known = {f.name for f in fields(cls)} - {"errors"}
+        counts = {k: int(v) for k, v in data.items() if k in known}
         return cls(**counts, errors=errors)
 
     def to_json(self) -> dict[str, Any]:

@@ -375,3 +375,11 @@ def test_async_on_a_database_without_migrations(empty_dsn: str) -> None:
                 await AsyncClient(conn).rebuild_usage()
 
     asyncio.run(scenario())
+
+
+def test_a_report_with_counts_this_client_does_not_know_is_read() -> None:
+    """A newer database may report more; the client reads what it knows."""
+    report = SyncReport.from_json({"sessions_inserted": 2, "messages_new_kind": 5,
+                                   "errors": [{"conversation_id": "c", "reason": "bad"}]})
+    assert report.sessions_inserted == 2
+    assert report.errors == [pgchat.SyncError("c", None, "bad")]
