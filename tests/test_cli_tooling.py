@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -60,19 +62,23 @@ def test_dsn_and_embedded_together_is_a_usage_error(db_dsn: str) -> None:
     assert one_line(result, 2) == "pgchat: error: give --dsn or --embedded, not both"
 
 
-def test_embedded_is_used_when_asked_and_named(tmp_path: Path) -> None:
-    home = {"PGCHAT_HOME": str(tmp_path / "home")}
+def test_embedded_is_used_when_asked_and_named() -> None:
+    # Not under pytest's tmp_path: the server runs as another user (as root), and a concurrent
+    # pytest session re-closes /tmp/pytest-of-<user> to 0700 under it.
+    base = Path(tempfile.mkdtemp(prefix="pgchat-test-home-"))
+    home = {"PGCHAT_HOME": str(base / "home")}
     try:
         result = run("status", "--embedded", env=home)
         assert result.exit_code == 0, result.output
         url = json.loads(run("db", "url", "--json", env=home).stdout)
-        assert url["data_dir"] == str(tmp_path / "home" / "data")
-        assert (f"(--embedded, data in {tmp_path / 'home' / 'data'})"
+        assert url["data_dir"] == str(base / "home" / "data")
+        assert (f"(--embedded, data in {base / 'home' / 'data'})"
                 in result.stderr.splitlines()[0])
         assert result.stderr.startswith("database: ")
     finally:
-        stopped = json.loads(run("db", "stop", "--json", env=home).stdout)
-    assert stopped["stopped"] is True
+        stopped = run("db", "stop", "--json", env=home)
+        shutil.rmtree(base, ignore_errors=True)
+    assert json.loads(stopped.stdout)["stopped"] is True, stopped.output
 
 
 def test_an_unusable_pgchat_home_is_one_line() -> None:
