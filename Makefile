@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-embedded test-debian lint bench clean
+.PHONY: install demo test test-embedded test-debian lint bench schema clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 ## The main job on the embedded default: start it, migrate it, replay the story side by side.
@@ -39,6 +39,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pgchat bench
+
+## sql/schema.sql from the migrations (a throwaway embedded PostgreSQL 18); rerun after
+## changing a migration: the suite fails while the file and the migrations disagree.
+schema: $(STAMP)
+	$(BIN)/python -m pgchat.schema
 
 clean:
 	rm -rf $(VENV) .pgchat .pytest_cache .mypy_cache .ruff_cache

@@ -1,3 +1,3 @@
-from pgchat.cli import main
+from pgchat._entry import main
 
 main()

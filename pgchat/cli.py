@@ -10,18 +10,18 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 import click
 import psycopg
 
+from pgchat import chat as chat_api
 from pgchat import connect as connection
 from pgchat import migrate as migrations
 from pgchat import plan as plan_api
 from pgchat import risks as risks_api
 from pgchat import server
-from pgchat import sync as sync_api
 from pgchat import usage as usage_api
 from pgchat.errors import PgchatError, UsageError
 
@@ -42,22 +42,47 @@ class _Cli(click.Group):
         except psycopg.Error as exc:
             click.echo(f"pgchat: error: database error: {connection.one_line(exc)}", err=True)
             ctx.exit(1)
+        except OSError as exc:  # a file or folder given on the command line
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"pgchat: error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(2)
 
 
-dsn_option = click.option(
-    "--dsn",
-    metavar="DSN",
-    help="libpq URI or key=value string. Default: $PGCHAT_DSN, then $DATABASE_URL, "
-    "then the embedded default (started if needed).",
-)
+def _embedded_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    ctx.meta["pgchat.embedded"] = value or ctx.meta.get("pgchat.embedded", False)
+
+
+def dsn_option(command: Any) -> Any:
+    """--dsn, and --embedded for the local server: a command that talks to a database never
+    falls back to one silently."""
+    command = click.option(
+        "--embedded", is_flag=True, expose_value=False, callback=_embedded_flag,
+        help="Use the local embedded PostgreSQL (./.pgchat or $PGCHAT_HOME), started if needed.",
+    )(command)
+    return click.option(
+        "--dsn",
+        metavar="DSN",
+        help="libpq URI or key=value string. Default: $PGCHAT_DSN, then $DATABASE_URL; "
+        "without any, give --embedded.",
+    )(command)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
 
+def embedded_asked() -> bool:
+    return bool(click.get_current_context().meta.get("pgchat.embedded", False))
+
+
 def target(dsn: str | None, *, quiet: bool = False) -> str:
-    """Resolve the database and say (on stderr) which one is used."""
-    resolved = connection.resolve(dsn)
+    """Resolve the database (--dsn, $PGCHAT_DSN, $DATABASE_URL or --embedded; nothing is a usage
+    error) and say on stderr which one is used."""
+    resolved = connection.resolve(dsn, embedded=embedded_asked())
     if not quiet:
-        click.echo(f"database: {connection.describe(resolved.dsn)} ({resolved.source})", err=True)
+        source = resolved.source
+        if source == connection.EMBEDDED:
+            source = f"--embedded, data in {server.embedded_data_dir()}"
+        click.echo(f"database: {connection.describe(resolved.dsn)} ({source})", err=True)
     return resolved.dsn
 
 
@@ -105,9 +130,14 @@ def db_start(as_json: bool) -> None:
 
 
 @db.command("stop")
-def db_stop() -> None:
+@json_option
+def db_stop(as_json: bool) -> None:
     """Stop the embedded default."""
-    click.echo("stopped" if server.stop_embedded() else "not running")
+    stopped = server.stop_embedded()
+    if as_json:
+        emit_json({"stopped": stopped, "data_dir": str(server.embedded_data_dir())})
+    else:
+        click.echo("stopped" if stopped else "not running")
 
 
 @db.command("status")
@@ -127,17 +157,30 @@ def db_status(as_json: bool) -> None:
 
 
 @db.command("url")
-def db_url() -> None:
+@json_option
+def db_url(as_json: bool) -> None:
     """Print the embedded default's URL (starting it if needed), e.g. for psql."""
-    click.echo(server.start_embedded())
+    url = server.start_embedded()
+    if as_json:
+        emit_json({"url": url, "data_dir": str(server.embedded_data_dir())})
+    else:
+        click.echo(url)
 
 
 # --- migrations ------------------------------------------------------------------------------
 
 
+def _lock_timeout(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return migrations.lock_timeout_setting(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--lock-timeout {value!r}: ")) from None
+
+
 lock_timeout_option = click.option(
     "--lock-timeout", default=migrations.DEFAULT_LOCK_TIMEOUT, show_default=True,
-    help="Give up on a migration that waits this long for a table lock.",
+    callback=_lock_timeout, metavar="DURATION",
+    help="Give up on a migration that waits this long for a table lock (5s, 500ms, 1min).",
 )
 
 
@@ -249,18 +292,37 @@ def status(dsn: str | None, as_json: bool) -> None:
 @click.option("--supabase", "supabase_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write Supabase CLI migration files into this folder instead.")
 @lock_timeout_option
-def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeout: str) -> None:
+@json_option
+def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeout: str,
+        as_json: bool) -> None:
     """Print the pending migrations as one reviewable script (for the Supabase SQL editor).
 
     The script runs in one transaction and records what it applied, so `pgchat status`
-    knows about it afterwards.
+    knows about it afterwards; it stops before changing anything on a database where one of
+    its migrations is already applied. With --supabase, one file per migration, named after
+    the newest file in the folder.
     """
-    ids = migrations.pending_ids(None if everything else target(dsn))
+    ids = migrations.pending_ids(None if everything else target(dsn, quiet=as_json))
     if supabase_dir is not None:
-        for path in migrations.write_supabase(supabase_dir, ids, lock_timeout):
+        files = migrations.write_supabase(supabase_dir, ids, lock_timeout)
+        if as_json:
+            emit_json({"migrations": ids, "written": [str(p) for p in files.written],
+                       "already_there": [str(p) for p in files.already_there]})
+            return
+        for path in files.written:
             click.echo(str(path))
+        for path in files.already_there:
+            click.echo(f"already there, left as it is: {path}")
+        if not ids:
+            click.echo(f"nothing pending: no file written to {supabase_dir}")
         return
-    click.echo(migrations.render_script(ids, lock_timeout), nl=False)
+    script = migrations.render_script(ids, lock_timeout)
+    if as_json:
+        emit_json({"migrations": ids, "script": script})
+        return
+    if not ids:
+        click.echo("pgchat: nothing pending: the script does nothing", err=True)
+    click.echo(script, nl=False)
 
 
 # --- usage counters --------------------------------------------------------------------------
@@ -362,41 +424,48 @@ def usage_show(user_id: UUID, dsn: str | None, date_from: datetime | None,
 # --- sync -------------------------------------------------------------------------------------
 
 
-def _read_payload(source: click.File) -> list[Any]:
+def _read_payload(source: IO[bytes]) -> list[Any]:
+    raw = source.read()
+    name = getattr(source, "name", "-")
     try:
-        data = json.load(source)  # type: ignore[arg-type]
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                         f"{exc.start}); export the conversations as UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{source.name}: not valid JSON ({exc})") from None
+        raise UsageError(f"{name}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and isinstance(data.get("conversations"), list):
         data = data["conversations"]
     if not isinstance(data, list):
-        raise UsageError(f"{source.name}: expected an array of conversations "
+        raise UsageError(f"{name}: expected an array of conversations "
                          'or {"conversations": [...]}')
     return data
 
 
 @main.command("sync")
 @click.option("--user", "user_id", type=click.UUID, required=True, help="Whose conversations.")
-@click.argument("source", type=click.File("r"), metavar="FILE")
+@click.argument("source", type=click.File("rb"), metavar="FILE")
 @dsn_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
               help="Conversations per call (each batch commits on its own; re-running is safe).")
 @json_option
-def sync_command(user_id: UUID, source: click.File, dsn: str | None, batch_size: int,
+def sync_command(user_id: UUID, source: IO[bytes], dsn: str | None, batch_size: int,
                  as_json: bool) -> None:
     """Upload a JSON export of browser conversations as the frontend would (FILE or - for stdin).
 
     Insert-only: nothing already stored changes. Exit 1 if any conversation was rejected.
     """
     conversations = _read_payload(source)
-    report = sync_api.SyncReport()
+    report = chat_api.SyncReport()
     with connection.connect(target(dsn, quiet=as_json)) as conn:
         batches = [conversations[i:i + batch_size]
                    for i in range(0, len(conversations), batch_size)]
         with click.progressbar(length=len(conversations), label="syncing", file=sys.stderr,
                                hidden=as_json or len(batches) < 2) as bar:
             for batch in batches:
-                report.add(sync_api.sync_user_conversations(conn, user_id, batch))
+                report.add(chat_api.sync_user_conversations(conn, user_id, batch))
                 conn.commit()
                 bar.update(len(batch))
     if as_json:
@@ -419,6 +488,19 @@ def sync_command(user_id: UUID, source: click.File, dsn: str | None, batch_size:
 # --- demo -------------------------------------------------------------------------------------
 
 
+def _checkout_only(name: str) -> Any:
+    """The demo and the bench are development tools: in a checkout, not in the wheel."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"pgchat.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"pgchat.{name}":
+            raise
+        raise UsageError(f"`pgchat {name}` runs from a checkout of pgchat's repository "
+                         f"(make {name}); an installed pgchat does not ship it") from None
+
+
 @main.command("demo")
 @dsn_option
 @json_option
@@ -432,9 +514,8 @@ def demo_command(dsn: str | None, as_json: bool, yes: bool) -> None:
     and rebuilds the legacy side in a database of its own next to it, `<database>_legacy_demo`.
     Exit 1 if pgchat misses the true value anywhere.
     """
-    from pgchat import demo as demo_api
-
-    resolved, note = demo_api.resolve_target(dsn)
+    demo_api = _checkout_only("demo")
+    resolved, note = demo_api.resolve_target(dsn, embedded_asked())
     progress = None if as_json else click.echo
     if progress and note:
         progress(note)
@@ -488,8 +569,7 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
     writers for 20 s (throughput, errors, deadlocks, exact counters). Prints the tables and
     the targets (PASS/MISS); progress goes to stderr. Takes about 5 minutes.
     """
-    from pgchat import bench as bench_api
-
+    bench_api = _checkout_only("bench")
     if pg_bin is not None and dsn is not None:
         raise click.UsageError("--pg-bin starts a throwaway server; --dsn uses an existing one: "
                                "give one of them")

@@ -1,7 +1,8 @@
 """Resolving and opening the database connection.
 
-Precedence: an explicit DSN (`--dsn`), then `PGCHAT_DSN`, then `DATABASE_URL`, then the
-embedded default (started on demand). Both libpq URIs and `key=value` strings are accepted.
+Precedence: an explicit DSN (`--dsn`), then `PGCHAT_DSN`, then `DATABASE_URL`. Nothing given is
+a usage error: the embedded server (./.pgchat) is used only when asked for (`--embedded`), or by
+the demo, whose whole point is to need nothing. Both libpq URIs and `key=value` strings work.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgchat.errors import ConnectionFailed
+from pgchat.errors import ConnectionFailed, UsageError
 
 ENV_VARS = ("PGCHAT_DSN", "DATABASE_URL")
+EMBEDDED = "embedded default"  # Target.source of the embedded server
 
 
 @dataclass(frozen=True)
@@ -25,19 +27,25 @@ class Target:
     source: str
 
 
-def resolve(dsn: str | None = None, *, start_embedded: bool = True) -> Target:
-    """Pick the database to use; start the embedded default if nothing else is configured."""
-    if dsn:
-        return Target(dsn, "--dsn")
-    for var in ENV_VARS:
-        value = os.environ.get(var)
-        if value:
-            return Target(value, var)
-    if not start_embedded:
-        raise ConnectionFailed("no database configured: pass --dsn or set PGCHAT_DSN")
+def resolve(dsn: str | None = None, *, embedded: bool = False,
+            default_embedded: bool = False) -> Target:
+    """Pick the database: the embedded server if `embedded`, else the DSN, then the environment;
+    with nothing configured, the embedded server if `default_embedded`, else a UsageError."""
+    if embedded and dsn:
+        raise UsageError("give --dsn or --embedded, not both")
+    if not embedded:
+        if dsn:
+            return Target(dsn, "--dsn")
+        for var in ENV_VARS:
+            value = os.environ.get(var)
+            if value:
+                return Target(value, var)
+        if not default_embedded:
+            raise UsageError("no database given: pass --dsn, set PGCHAT_DSN or DATABASE_URL, "
+                             "or --embedded for the local embedded PostgreSQL (./.pgchat)")
     from pgchat import server
 
-    return Target(server.start_embedded(), "embedded default")
+    return Target(server.start_embedded(), EMBEDDED)
 
 
 def describe(dsn: str) -> str:

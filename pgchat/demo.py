@@ -33,17 +33,17 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pgchat import chat as chat_api
 from pgchat import migrate as migrations
 from pgchat import scenario, server
-from pgchat import sync as sync_api
 from pgchat import usage as usage_api
-from pgchat.connect import Target, connect, describe, resolve
+from pgchat.connect import EMBEDDED, Target, connect, describe, resolve
 from pgchat.errors import ConnectionFailed, PermissionDenied, UsageError, ValidationError
 from pgchat.paths import migrations_dir, sql_dir
 
 Progress = Callable[[str], None]
 
-EMBEDDED_SOURCE = "embedded default"  # pgchat.connect.resolve's name for the embedded default
+EMBEDDED_SOURCE = EMBEDDED  # pgchat.connect.resolve's name for the embedded default
 REUPLOADS = 5
 WRITTEN_SCHEMAS = ("public", "pgchat")  # where "rows written" are counted
 LEGACY_SUFFIX = "_legacy_demo"
@@ -245,7 +245,7 @@ class PgchatSide(Side):
 
     def exchange(self, session_id: str, user_message: dict[str, Any],
                  reply: dict[str, Any] | None) -> None:
-        sync_api.write_chat_exchange(self.conn, self.user_id, session_id, user_message, reply)
+        chat_api.write_chat_exchange(self.conn, self.user_id, session_id, user_message, reply)
 
 
 # --- the story and its steps -----------------------------------------------------------------
@@ -478,7 +478,7 @@ class DemoResult:
     def next_commands(self) -> list[str]:
         """What to run next, aimed at the same database."""
         if self.source == EMBEDDED_SOURCE:
-            option = ""
+            option = " --embedded"
         elif self.source == "--dsn":
             option = f" --dsn {shlex.quote(self.url)}"
         else:  # the environment variable that named the database
@@ -515,11 +515,12 @@ class DemoResult:
         }
 
 
-def resolve_target(dsn: str | None) -> tuple[Target, str | None]:
-    """The database, resolved like every command's (pgchat.connect.resolve); for the embedded
-    default also a line saying whether it was started or reused, and where its data is."""
+def resolve_target(dsn: str | None, embedded: bool = False) -> tuple[Target, str | None]:
+    """The database, resolved like every command's (pgchat.connect.resolve), but the embedded
+    default when nothing is configured; for it also a line saying whether it was started or
+    reused, and where its data is."""
     was_running = server.embedded_status().running
-    target = resolve(dsn)
+    target = resolve(dsn, embedded=embedded, default_embedded=True)
     if target.source != EMBEDDED_SOURCE:
         return target, None
     verb = "reused the running" if was_running else "started the"

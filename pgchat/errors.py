@@ -25,6 +25,10 @@ class UsageError(PgchatError):
     exit_code = 2
 
 
+class NotMigrated(UsageError):
+    """The database lacks pgchat's functions or tables: `pgchat migrate` has not run there."""
+
+
 class MigrationError(PgchatError):
     """A migration could not be applied or rolled back; nothing was changed."""
 

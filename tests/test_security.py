@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import PermissionDenied
 from tests.helpers import make_user, message, row_versions, usage_state
 

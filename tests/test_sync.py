@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import Conflict, ValidationError, demo, scenario
 from tests.helpers import make_user, message, row_versions, session_drift, usage_drift, usage_state
 

@@ -1,4 +1,4 @@
-"""The typed Python API of the write paths (pgchat.sync) and `pgchat sync --user UUID FILE`."""
+"""The typed Python API of the write paths (pgchat.chat) and `pgchat sync --user UUID FILE`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import PermissionDenied, ValidationError, scenario
 from pgchat.cli import main
 from tests.helpers import make_user, message

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import ValidationError, scenario
 from pgchat.errors import from_database
 from tests.helpers import make_user, message, session_drift, usage_drift
