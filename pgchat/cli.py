@@ -201,11 +201,25 @@ def migrate(dsn: str | None, to: str | None, dry_run: bool, lock_timeout: str,
     if dry_run:
         _print_plan(ids, plan_api.plan(dsn, ids), as_json)
     elif as_json:
-        emit_json({"dry_run": dry_run, "migrations": ids})
-    elif not ids:
-        click.echo("nothing to apply: the database is up to date")
+        emit_json({"dry_run": dry_run, "migrations": ids,
+                   "app_risks": [r.as_dict() for r in _app_risks(dsn)]})
     else:
-        click.echo(f"applied {len(ids)} migration(s)")
+        click.echo("nothing to apply: the database is up to date" if not ids
+                   else f"applied {len(ids)} migration(s)")
+        _echo_risk_summary(dsn)
+
+
+def _app_risks(dsn: str) -> list[risks_api.Risk]:
+    """The app functions (not pgchat's) that put chat, usage or profile data at risk."""
+    with connection.connect(dsn) as conn:
+        return risks_api.risk_findings(conn)
+
+
+def _echo_risk_summary(dsn: str) -> None:
+    """After migrate and in status: what pgchat does not own but puts the data at risk."""
+    click.echo("")
+    for line in risks_api.summary(_app_risks(dsn)):
+        click.echo(line)
 
 
 def _print_plan(ids: list[str], plans: list[plan_api.MigrationPlan], as_json: bool) -> None:
@@ -268,7 +282,8 @@ def rollback(dsn: str | None, to: str | None, steps: int | None, everything: boo
 @json_option
 def status(dsn: str | None, as_json: bool) -> None:
     """Applied and pending migrations; exit 1 if an applied file changed (drift) or is missing."""
-    states = migrations.status(target(dsn, quiet=as_json))
+    dsn = target(dsn, quiet=as_json)
+    states = migrations.status(dsn)
     bad = [s for s in states if s.drifted or not s.on_disk]
     if as_json:
         emit_json([{"id": s.id, "applied": s.applied, "applied_at": s.applied_at,
@@ -282,6 +297,7 @@ def status(dsn: str | None, as_json: bool) -> None:
         table(["migration", "state", "applied at (UTC)", "check"], rows)
         pending = sum(not s.applied for s in states)
         click.echo(f"\n{len(states) - pending} applied, {pending} pending, {len(bad)} problem(s)")
+        _echo_risk_summary(dsn)
     sys.exit(1 if bad else 0)
 
 

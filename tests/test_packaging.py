@@ -51,6 +51,7 @@ def test_the_wheel_ships_types_and_sql_but_no_development_tools(wheel: zipfile.Z
     names = set(wheel.namelist())
     assert "pgchat/py.typed" in names
     assert "pgchat/_sql/schema.sql" in names
+    assert "pgchat/_sql/advisor.sql" in names
     for mid in migration_ids():
         assert f"pgchat/_migrations/{mid}.sql" in names
     for tool in ("demo", "bench", "scenario", "schema"):

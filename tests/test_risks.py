@@ -228,3 +228,25 @@ def test_the_legacy_functions_at_risk_are_gone_after_migrate(legacy_db: psycopg.
     assert legacy_usage not in after
     assert "public.handle_user_profile_sync()" in after
     assert not any(risks.is_owned(*f.split(".", 1), "function") for f in after)
+
+
+def test_migrate_and_status_print_the_risk_summary(legacy_db: psycopg.Connection,
+                                                   legacy_dsn: str) -> None:
+    legacy_db.rollback()
+    applied = run("migrate", "--dsn", legacy_dsn)
+    assert applied.exit_code == 0, applied.output
+    assert "app function(s) expose chat, usage or profile data" in applied.output
+    assert "  public.handle_user_profile_sync(): mutable search_path" in applied.output
+    shown = run("status", "--dsn", legacy_dsn)
+    assert shown.exit_code == 0, shown.output
+    assert "public.handle_user_profile_sync()" in shown.output
+    as_json = json.loads(run("migrate", "--dsn", legacy_dsn, "--json").stdout)
+    assert "public.handle_user_profile_sync()" in {r["function"] for r in as_json["app_risks"]}
+
+
+def test_status_on_a_fresh_database_says_no_function_is_at_risk(db: psycopg.Connection,
+                                                                db_dsn: str) -> None:
+    db.rollback()
+    shown = run("status", "--dsn", db_dsn)
+    assert shown.exit_code == 0, shown.output
+    assert "no app function exposes chat, usage or profile data" in shown.output
