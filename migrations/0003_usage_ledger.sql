@@ -245,10 +245,13 @@ BEGIN
         FROM unnest(p_deltas) AS x GROUP BY x.session_id
     )
     UPDATE public.chat_sessions s SET
-        message_count = pgchat.within_integer(s.message_count::bigint + d.messages,
-                                              'message_count', 'conversation ' || s.id),
-        total_tokens = pgchat.within_integer(s.total_tokens::bigint + d.tokens,
-                                             'total_tokens', 'conversation ' || s.id),
+        -- within_integer only when out of range: a function call per row costs on the bulk path.
+        message_count = CASE WHEN s.message_count::bigint + d.messages <= 2147483647
+            THEN (s.message_count::bigint + d.messages)::integer
+            ELSE pgchat.within_integer(s.message_count::bigint + d.messages, 'message_count', 'conversation ' || s.id) END,
+        total_tokens = CASE WHEN s.total_tokens + d.tokens <= 2147483647
+            THEN (s.total_tokens + d.tokens)::integer
+            ELSE pgchat.within_integer(s.total_tokens + d.tokens, 'total_tokens', 'conversation ' || s.id) END,
         last_message_timestamp = last.message_timestamp,
         last_message_preview = left(last.content, 200),
         last_model = last.model,

@@ -6,7 +6,7 @@ DROP FUNCTION public.update_session_title(uuid, text, text);
 DROP FUNCTION public.write_chat_exchange(uuid, text, jsonb, jsonb, text);
 DROP FUNCTION public.sync_user_conversations(uuid, jsonb);
 DROP FUNCTION pgchat.conversation_list(jsonb);
-DROP FUNCTION pgchat.parse_messages(text, jsonb);
+DROP FUNCTION pgchat.parse_messages(jsonb);
 DROP TYPE pgchat.parsed_message;
 DROP FUNCTION pgchat.json_timestamptz(jsonb);
 DROP FUNCTION pgchat.assert_acting_for(uuid);

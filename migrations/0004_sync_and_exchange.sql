@@ -63,7 +63,9 @@ CREATE TYPE pgchat.parsed_message AS (
     error_message text, failed boolean, reason text
 );
 
--- Parse a conversation's messages (a JSON array of ChatMessage) in one set-based query.
+-- Parse the messages of conversations ([{"id": ..., "messages": [ChatMessage, ...]}, ...]) in
+-- one set-based query: one call for a whole upload, not one per conversation (a call costs
+-- more than parsing its one message).
 -- `reason` is NULL for a valid message, else its first problem. A message flagged
 -- `error: true` or carrying an error_message is `failed`. Token counts must be integers from 0
 -- to 10,000,000 (missing or null is 0; no model has a context window near that, and the cap
@@ -75,11 +77,11 @@ CREATE TYPE pgchat.parsed_message AS (
 -- The timestamp rules are those of pgchat.json_timestamptz, within the window of
 -- pgchat.timestamp_problem (inline here, same bounds). Ids have at most 255 characters (see
 -- chat_messages_id_length in 0005). STABLE, not IMMUTABLE: the window ends at now() + 1 day.
-CREATE FUNCTION pgchat.parse_messages(p_conversation_id text, p_messages jsonb)
+CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb)
 RETURNS SETOF pgchat.parsed_message LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 BEGIN
     RETURN QUERY
-    SELECT p_conversation_id, e.ord, f.id, f.role, f.content, f.model,
+    SELECT c.conv ->> 'id', e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
            coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
            CASE WHEN coalesce(f.error_message, '') <> '' THEN f.error_message
@@ -117,8 +119,10 @@ BEGIN
                WHEN jsonb_typeof(j.error) NOT IN ('boolean', 'null') THEN 'error must be true or false'
                WHEN jsonb_typeof(j.error_message) NOT IN ('string', 'null') THEN 'error_message must be a string'
            END
-    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_messages) = 'array' THEN p_messages
-                                   ELSE '[]'::jsonb END) WITH ORDINALITY AS e(doc, ord)
+    FROM jsonb_array_elements(p_conversations) AS c(conv)
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(c.conv -> 'messages') = 'array'
+                                                 THEN c.conv -> 'messages' ELSE '[]'::jsonb END)
+        WITH ORDINALITY AS e(doc, ord)
     -- Each field is looked up once.
     CROSS JOIN LATERAL (SELECT
         e.doc -> 'id' AS id, e.doc -> 'role' AS role, e.doc -> 'content' AS content,
@@ -196,6 +200,9 @@ DECLARE
     v_errors jsonb;
     v_bad jsonb;            -- {conversation id: true} of every conversation with a problem
     v_lost text;            -- a conversation a concurrent call wrote or deleted meanwhile
+    v_wanted integer;
+    v_have integer;
+    v_mine text;            -- a row this call inserted (its xmin tells ours from the others)
     v_sessions_inserted integer := 0;
     v_messages_inserted integer := 0;
 BEGIN
@@ -236,8 +243,8 @@ BEGIN
     FROM (
         SELECT e.ord, e.doc, CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string' THEN btrim(e.doc ->> 'id') END AS id,
                CASE WHEN jsonb_typeof(e.doc -> 'title') = 'string' THEN e.doc ->> 'title' END AS title,
-               pgchat.json_timestamptz(e.doc -> 'createdAt') AS created_at,
-               pgchat.json_timestamptz(e.doc -> 'updatedAt') AS updated_at,
+               CASE WHEN e.doc ? 'createdAt' THEN pgchat.json_timestamptz(e.doc -> 'createdAt') END AS created_at,
+               CASE WHEN e.doc ? 'updatedAt' THEN pgchat.json_timestamptz(e.doc -> 'updatedAt') END AS updated_at,
                s.user_id AS owner, coalesce(s.total_tokens, 0) AS stored_tokens,
                count(*) OVER (PARTITION BY CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string'
                                                 THEN btrim(e.doc ->> 'id') END) AS times
@@ -247,11 +254,11 @@ BEGIN
 
     -- Messages of the conversations that have an id.
     v_msgs := ARRAY(
-        SELECT m
-        FROM jsonb_array_elements(v_convs) AS c
-        CROSS JOIN LATERAL pgchat.parse_messages(c ->> 'id',
-                                                 v_list -> ((c ->> 'ord')::integer - 1) -> 'messages') AS m
-        WHERE c ->> 'id' <> ''
+        SELECT m FROM pgchat.parse_messages((
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
+            FROM jsonb_array_elements(v_convs) AS c
+            WHERE c ->> 'id' <> '')) AS m
     );
 
     -- Every problem, one row each: conversation-level, message-level, ownership of message ids,
@@ -303,6 +310,8 @@ BEGIN
     -- then nothing is written and the caller is told to retry (40001), never a raw 23505 or
     -- 23503. v_bad is a JSON object so that each membership test is a binary search, not a
     -- scan of an array (which made large payloads with many problems quadratic).
+    -- (Counts are compared, not rows joined: the planner cannot know how many rows a CTE over
+    -- a JSON array holds, and a join of two of them became a nested loop, quadratic.)
     WITH want AS (
         SELECT c ->> 'id' AS id FROM jsonb_array_elements(v_convs) AS c
         WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
@@ -311,8 +320,11 @@ BEGIN
         WHERE s.id IN (SELECT w.id FROM want w) AND s.user_id = user_uuid
         ORDER BY s.id FOR KEY SHARE
     )
-    SELECT min(w.id) INTO v_lost FROM want w WHERE w.id NOT IN (SELECT l.id FROM locked l);
-    IF v_lost IS NOT NULL THEN
+    SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM locked) INTO v_wanted, v_have;
+    IF v_have < v_wanted THEN
+        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+          AND NOT EXISTS (SELECT 1 FROM public.chat_sessions s WHERE s.id = c ->> 'id' AND s.user_id = user_uuid);
         RAISE EXCEPTION 'sync_user_conversations: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
             v_lost USING ERRCODE = 'serialization_failure';
     END IF;
@@ -340,10 +352,13 @@ BEGIN
         ON CONFLICT (id) DO NOTHING
         RETURNING id
     )
-    SELECT count(i.id), min(w.id) FILTER (WHERE i.id IS NULL)
-    INTO v_sessions_inserted, v_lost
-    FROM wanted w LEFT JOIN ins i ON i.id = w.id;
-    IF v_lost IS NOT NULL THEN
+    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins), (SELECT min(i.id) FROM ins i)
+    INTO v_wanted, v_sessions_inserted, v_mine;
+    IF v_sessions_inserted < v_wanted THEN  -- name one that is not ours (rows we wrote share an xmin)
+        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+        JOIN public.chat_sessions s ON s.id = c ->> 'id'
+        WHERE c ->> 'reason' IS NULL AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+          AND s.xmin IS DISTINCT FROM (SELECT x.xmin FROM public.chat_sessions x WHERE x.id = v_mine);
         RAISE EXCEPTION 'sync_user_conversations: conversation % was created by a concurrent call; nothing was written, retry is safe',
             v_lost USING ERRCODE = 'serialization_failure';
     END IF;
@@ -364,12 +379,10 @@ BEGIN
         ON CONFLICT (id) DO NOTHING
         RETURNING id
     )
-    SELECT count(i.id), min(w.conversation_id) FILTER (WHERE i.id IS NULL)
-    INTO v_messages_inserted, v_lost
-    FROM wanted w LEFT JOIN ins i ON i.id = w.id;
-    IF v_lost IS NOT NULL THEN
-        RAISE EXCEPTION 'sync_user_conversations: messages of conversation % were written by a concurrent call; nothing was written, retry is safe',
-            v_lost USING ERRCODE = 'serialization_failure';
+    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins) INTO v_wanted, v_messages_inserted;
+    IF v_messages_inserted < v_wanted THEN
+        RAISE EXCEPTION 'sync_user_conversations: % message(s) of this upload were written by a concurrent call; nothing was written, retry is safe',
+            v_wanted - v_messages_inserted USING ERRCODE = 'serialization_failure';
     END IF;
 
     RETURN jsonb_build_object(
@@ -440,7 +453,8 @@ BEGIN
     END IF;
     -- A missing timestamp means "now" for a new message (this is the live path, written right
     -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
-    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(p_session_id, jsonb_build_array(
+    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(jsonb_build_array(jsonb_build_object(
+        'id', p_session_id, 'messages', jsonb_build_array(
         jsonb_build_object('role', 'user',
             'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
                                    WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
@@ -448,7 +462,7 @@ BEGIN
             jsonb_build_object('role', 'assistant',
                 'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
                                        WHERE id = p_assistant_message ->> 'id'), now()),
-                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END) AS m);
+                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END))) AS m);
     v_user := v_rows[1];
     -- The first problem, if any. A stored message may be written again only as itself: same
     -- conversation, same role, and for a reply the same question it answers.

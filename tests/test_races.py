@@ -203,8 +203,8 @@ def test_a_resync_racing_another_for_new_messages_of_an_existing_conversation(
     racer = Racer(db_dsn, more)
     wait_until_blocked(observer, racer, holder.info.backend_pid)
     holder.commit()
-    with pytest.raises(Conflict, match="messages of conversation c were written by a concurrent"
-                                       " call; nothing was written, retry is safe"):
+    with pytest.raises(Conflict, match=r"1 message\(s\) of this upload were written by a"
+                                       " concurrent call; nothing was written, retry is safe"):
         racer.result()
     db.rollback()
     assert more(db).messages_existing == 2 and usage_drift(db) == []
