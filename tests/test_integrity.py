@@ -22,6 +22,7 @@ import pgchat.sync as chat
 from pgchat import migrate
 from pgchat.errors import LimitReached, ValidationError, from_database
 from tests.helpers import make_user, message, session_drift, usage_days, usage_drift, usage_state
+from tests.test_sync_hostile import noise
 
 DAY = "2025-07-21"
 
@@ -216,19 +217,19 @@ def test_track_user_usage_keeps_the_bound_of_one_message(db: psycopg.Connection)
 
 
 @pytest.mark.parametrize(("statement", "constraint"), [
-    ("insert into public.chat_sessions (id, user_id) values (repeat('s', 3000), %(u)s)",
+    ("insert into public.chat_sessions (id, user_id) values (%(long)s, %(u)s)",
      "chat_sessions_id_length"),
     ("insert into public.chat_messages (id, session_id, role, content)"
-     " values (repeat('m', 8000), 'c', 'user', 'x')", "chat_messages_id_length"),
+      " values (%(long)s, 'c', 'user', 'x')", "chat_messages_id_length"),
     ("insert into public.chat_messages (id, session_id, role, content, user_message_id)"
-     " values ('m', 'c', 'assistant', 'x', repeat('q', 8000))",
+      " values ('m', 'c', 'assistant', 'x', %(long)s)",
      "chat_messages_user_message_id_length"),
 ])
 def test_a_too_long_id_is_refused_by_name_not_by_the_btree(
         db: psycopg.Connection, alice: uuid.UUID, statement: str, constraint: str) -> None:
     with acting_as(db, "authenticated", alice), \
             pytest.raises(psycopg.errors.CheckViolation) as caught:
-        db.execute(statement, {"u": alice})
+        db.execute(statement, {"u": alice, "long": noise(8000)})
     assert caught.value.diag.constraint_name == constraint
     assert "longer than 255 characters" in str(from_database(caught.value))
 
@@ -236,10 +237,10 @@ def test_a_too_long_id_is_refused_by_name_not_by_the_btree(
 def test_an_exchange_with_a_too_long_conversation_id_is_refused_clearly(
         db: psycopg.Connection, alice: uuid.UUID) -> None:
     with pytest.raises(ValidationError, match="conversation id is longer than 255 characters"):
-        chat.write_chat_exchange(db, alice, "s" * 3000, message("long-u"))
+        chat.write_chat_exchange(db, alice, noise(3000), message("long-u"))
     db.rollback()
     with pytest.raises(ValidationError, match="message id is longer than 255 characters"):
-        chat.write_chat_exchange(db, alice, "c", message("m" * 8000))
+        chat.write_chat_exchange(db, alice, "c", message(noise(8000)))
 
 
 # --- the time window ---------------------------------------------------------------------------

@@ -7,6 +7,8 @@ valid conversations beside it are written.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
 
@@ -19,8 +21,21 @@ from pgchat.sync import SyncReport
 from tests.helpers import make_user, message, session_drift, usage_drift
 
 
+def noise(length: int, seed: str = "") -> str:
+    """An id of `length` characters that does not compress (a repeated character would: then
+    the old btree limit was never reached)."""
+    out, k = "", 0
+    while len(out) < length:
+        out += base64.b64encode(hashlib.sha256(f"{seed}{k}".encode()).digest()).decode()[:43]
+        k += 1
+    return out[:length]
+
+
+LONG_CONV, LONG_MSG, LONG_REF = noise(3000, "c"), noise(8000, "m"), noise(8000, "q")
+
+
 def conversation(conv_id: str, *messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"id": conv_id, "title": f"chat {conv_id}", "messages": list(messages)} | fields
+    return {"id": conv_id, "title": "a chat", "messages": list(messages)} | fields
 
 
 def good(k: int) -> dict[str, Any]:
@@ -82,13 +97,13 @@ def test_the_wrapped_form_is_checked_the_same_way(db: psycopg.Connection) -> Non
 
 BAD_IN_SQL = {
     "3,000-character conversation id": (
-        lambda: conversation("c" * 3000, message("long-conv-m")),
-        "c" * 3000, "conversation id is longer than 255 characters (3000)"),
+        lambda: conversation(LONG_CONV, message("long-conv-m")),
+        LONG_CONV, "conversation id is longer than 255 characters (3000)"),
     "8,000-character message id": (
-        lambda: conversation("bad", message("m" * 8000)), "bad",
+        lambda: conversation("bad", message(LONG_MSG)), "bad",
         "message id is longer than 255 characters (8000)"),
     "8,000-character user_message_id": (
-        lambda: conversation("bad", message("bad-a", "assistant", user_message_id="q" * 8000)),
+        lambda: conversation("bad", message("bad-a", "assistant", user_message_id=LONG_REF)),
         "bad", "user_message_id is longer than 255 characters"),
     "year 1000": (lambda: conversation("bad", message("bad-m", timestamp="1000-01-01T00:00:00Z")),
                   "bad", "outside the accepted window"),
@@ -131,12 +146,12 @@ def test_the_raw_sql_call_reports_a_bad_conversation_and_writes_the_rest(
         db: psycopg.Connection) -> None:
     # What a REST (PostgREST) caller sends: JSON text, straight to the function.
     user = make_user(db)
-    payload = [good(0), conversation("x" * 3000, message("m1")), good(1)]
+    payload = [good(0), conversation(LONG_CONV, message("m1")), good(1)]
     row = db.execute("select public.sync_user_conversations(%s, %s::jsonb)",
                      (user, json.dumps(payload))).fetchone()
     assert row is not None
     report = SyncReport.from_json(row[0])
-    assert_isolated(db, report, "x" * 3000, "longer than 255 characters")
+    assert_isolated(db, report, LONG_CONV, "longer than 255 characters")
 
 
 def test_many_bad_conversations_beside_good_ones(db: psycopg.Connection) -> None:
