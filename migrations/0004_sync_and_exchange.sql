@@ -74,9 +74,10 @@ CREATE TYPE pgchat.parsed_message AS (
 -- Everything is inline on purpose: a function call per message costs more than the parsing
 -- (each call of a function with a pinned search_path saves and restores settings). PL/pgSQL
 -- rather than SQL so that the plan is kept between calls (see book_usage in 0003).
--- The timestamp rules are those of pgchat.json_timestamptz, within the window of
--- pgchat.timestamp_problem (inline here, same bounds). Ids have at most 255 characters (see
--- chat_messages_id_length in 0005). STABLE, not IMMUTABLE: the window ends at now() + 1 day.
+-- The timestamp rules are those of pgchat.json_timestamptz, within the time window that
+-- chat_messages_timestamp_window (0005) enforces: 2000-01-01 to one day from now (why: 0005).
+-- Ids have at most 255 characters (chat_messages_id_length, 0005). STABLE, not IMMUTABLE: the
+-- window ends at now() + 1 day.
 CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb)
 RETURNS SETOF pgchat.parsed_message LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 BEGIN
