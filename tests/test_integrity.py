@@ -275,8 +275,8 @@ def test_every_new_constraint_is_validated_on_a_clean_database(db: psycopg.Conne
     names = {r[0] for r in db.execute(
         "select conname from pg_constraint where conrelid in"
         " ('public.chat_messages'::regclass, 'public.chat_sessions'::regclass)"
-        " and contype = 'c' and conname like '%\\_range' or conname like '%\\_length'"
-        " or conname like '%\\_window'").fetchall()}
+        " and contype = 'c' and (conname like '%\\_range' or conname like '%\\_length'"
+        " or conname like '%\\_window')").fetchall()}
     assert len(names) == 11
 
 
