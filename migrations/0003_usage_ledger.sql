@@ -208,6 +208,25 @@ $fn$;
 -- that cannot be inlined (a pinned search_path prevents it) is planned again on every call,
 -- while PL/pgSQL keeps its plans for the session. That is most of the cost of one exchange.
 
+-- A counter's new value, or a clear error when it would pass what its integer column holds.
+-- The app's tables keep their integer columns: widening one rewrites the table under an ACCESS
+-- EXCLUSIVE lock. With every message capped at 10,000,000 tokens and seconds (the CHECK
+-- constraints of 0005), reaching 2,147,483,647 takes 215 messages of the largest size into one
+-- conversation or one user's day: out of reach of real use, and if it is reached the write is
+-- refused with this message instead of a raw 22003 (numeric_value_out_of_range).
+CREATE FUNCTION pgchat.within_integer(p_value numeric, p_counter text, p_owner text)
+RETURNS integer LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
+BEGIN
+    IF p_value > 2147483647 THEN
+        RAISE EXCEPTION '% of % would pass 2147483647, the most it can hold; nothing was written',
+            p_counter, p_owner
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'start a new conversation (or write on another day); retrying will not help';
+    END IF;
+    RETURN p_value;
+END
+$fn$;
+
 -- Book events into the ledger; move the counters by what was newly booked, and only by that.
 -- Already-booked keys are skipped (ON CONFLICT DO NOTHING), which is what makes every caller
 -- idempotent. The counter upsert is atomic (no read-then-write), so concurrent bookings for the
@@ -242,31 +261,41 @@ BEGIN
         SELECT b.user_id, b.usage_date,
                sum(b.messages_sent)::integer AS messages_sent,
                sum(b.messages_received)::integer AS messages_received,
-               sum(b.input_tokens)::integer AS input_tokens,
-               sum(b.output_tokens)::integer AS output_tokens,
+               sum(b.input_tokens) AS input_tokens,
+               sum(b.output_tokens) AS output_tokens,
                sum(b.sessions_created)::integer AS sessions_created,
-               sum(b.active_seconds)::integer AS active_seconds
+               sum(b.active_seconds) AS active_seconds,
+               format('user %s on %s', b.user_id, b.usage_date) AS owner
         FROM booked b GROUP BY b.user_id, b.usage_date
     ), counted AS (
         INSERT INTO public.user_usage_daily AS u (
             user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
             total_tokens, models_used, sessions_created, active_seconds, active_minutes)
-        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received, d.input_tokens,
-               d.output_tokens, d.input_tokens + d.output_tokens,
-               coalesce(m.models_used, '{}'::jsonb), d.sessions_created, d.active_seconds,
+        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
+               pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner),
+               pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner),
+               pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner),
+               coalesce(m.models_used, '{}'::jsonb), d.sessions_created,
+               pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner),
                d.active_seconds / 60
         FROM daily d LEFT JOIN models m USING (user_id, usage_date)
         ORDER BY d.user_id, d.usage_date
+        -- Sums in bigint, then checked: a day that would pass the integer range is refused
+        -- with a clear message (within_integer), never a raw 22003.
         ON CONFLICT (user_id, usage_date) DO UPDATE SET
             messages_sent = u.messages_sent + EXCLUDED.messages_sent,
             messages_received = u.messages_received + EXCLUDED.messages_received,
-            input_tokens = u.input_tokens + EXCLUDED.input_tokens,
-            output_tokens = u.output_tokens + EXCLUDED.output_tokens,
-            total_tokens = u.total_tokens + EXCLUDED.total_tokens,
+            input_tokens = pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
+                'input_tokens', format('user %s on %s', u.user_id, u.usage_date)),
+            output_tokens = pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
+                'output_tokens', format('user %s on %s', u.user_id, u.usage_date)),
+            total_tokens = pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
+                'total_tokens', format('user %s on %s', u.user_id, u.usage_date)),
             models_used = pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used),
             sessions_created = u.sessions_created + EXCLUDED.sessions_created,
-            active_seconds = u.active_seconds + EXCLUDED.active_seconds,
-            active_minutes = (u.active_seconds + EXCLUDED.active_seconds) / 60,
+            active_seconds = pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
+                'active_seconds', format('user %s on %s', u.user_id, u.usage_date)),
+            active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
             updated_at = now()
         RETURNING 1
     ), totals AS (
@@ -328,8 +357,13 @@ BEGIN
         FROM unnest(p_deltas) AS x GROUP BY x.session_id
     )
     UPDATE public.chat_sessions s SET
-        message_count = s.message_count + d.messages,
-        total_tokens = s.total_tokens + d.tokens,
+        -- within_integer only when out of range: a function call per row costs on the bulk path.
+        message_count = CASE WHEN s.message_count::bigint + d.messages <= 2147483647
+            THEN (s.message_count::bigint + d.messages)::integer
+            ELSE pgchat.within_integer(s.message_count::bigint + d.messages, 'message_count', 'conversation ' || s.id) END,
+        total_tokens = CASE WHEN s.total_tokens + d.tokens <= 2147483647
+            THEN (s.total_tokens + d.tokens)::integer
+            ELSE pgchat.within_integer(s.total_tokens + d.tokens, 'total_tokens', 'conversation ' || s.id) END,
         last_message_timestamp = last.message_timestamp,
         last_message_preview = left(last.content, 200),
         last_model = last.model,
@@ -493,6 +527,11 @@ BEGIN
              p_active_seconds) < 0 THEN
         RAISE EXCEPTION 'track_user_usage: counts must not be negative (event %)', p_event_key
             USING ERRCODE = 'check_violation';
+    END IF;
+    -- The bounds of one message (parse_messages, chat_messages' CHECK constraints).
+    IF greatest(p_input_tokens, p_output_tokens, p_active_seconds) > 10000000 THEN
+        RAISE EXCEPTION 'track_user_usage: tokens and seconds of one event must be at most 10000000 (event %)',
+            p_event_key USING ERRCODE = 'check_violation';
     END IF;
     PERFORM 1 FROM public.profiles WHERE id = p_user_id FOR NO KEY UPDATE;  -- lock order
     IF NOT FOUND THEN

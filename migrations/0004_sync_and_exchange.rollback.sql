@@ -10,7 +10,7 @@ DROP FUNCTION pgchat_private.write_chat_exchange(uuid, text, jsonb, jsonb, text)
 DROP FUNCTION pgchat_private.sync_user_conversations(uuid, jsonb);
 DROP SCHEMA pgchat_private;
 DROP FUNCTION pgchat.conversation_list(jsonb);
-DROP FUNCTION pgchat.parse_messages(text, jsonb);
+DROP FUNCTION pgchat.parse_messages(jsonb);
 DROP TYPE pgchat.parsed_message;
 DROP FUNCTION pgchat.json_timestamptz(jsonb);
 DROP FUNCTION pgchat.assert_acting_for(uuid);

@@ -19,20 +19,22 @@
 -- (Supabase's pattern: nothing SECURITY DEFINER is callable through the REST API).
 -- depends: 0003_usage_ledger
 
--- Refuse to act for another user. Inside a SECURITY DEFINER function current_user is the
--- owner, so the caller is recognised by its JWT claims (Supabase's PostgREST sets them) and by
--- the role it switched to (the `role` setting), which SECURITY DEFINER does not change.
+-- Refuse to act for another user. The caller is the role actually in effect, never what the
+-- JWT claims say: the role it switched to (the `role` setting: PostgREST runs SET ROLE from a
+-- verified JWT), else the role it logged in as. Both are the caller's inside a SECURITY DEFINER
+-- function and in the SECURITY INVOKER function that calls one (current_user is not: in a
+-- definer it is the owner). `anon` and `authenticated` act only as auth.uid(), whatever claim
+-- says otherwise (a claim role `service_role` under SET ROLE authenticated is refused);
+-- `service_role` and every database role act for anyone.
 CREATE FUNCTION pgchat.assert_acting_for(p_user_id uuid)
 RETURNS void LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 DECLARE
-    v_claim_role text := auth.role();
+    v_role text := pg_catalog.current_setting('role');
 BEGIN
-    IF v_claim_role = 'service_role' THEN
-        RETURN;
+    IF v_role = 'none' THEN
+        v_role := session_user::text;
     END IF;
-    IF v_claim_role IN ('anon', 'authenticated')
-       OR pg_catalog.current_setting('role') IN ('anon', 'authenticated')
-       OR session_user::text IN ('anon', 'authenticated') THEN
+    IF v_role IN ('anon', 'authenticated') THEN
         IF auth.uid() IS NULL OR auth.uid() IS DISTINCT FROM p_user_id THEN
             RAISE EXCEPTION 'not allowed to act for user %', p_user_id
                 USING ERRCODE = 'insufficient_privilege';
@@ -66,7 +68,9 @@ CREATE TYPE pgchat.parsed_message AS (
     error_message text, failed boolean, reason text
 );
 
--- Parse a conversation's messages (a JSON array of ChatMessage) in one set-based query.
+-- Parse the messages of conversations ([{"id": ..., "messages": [ChatMessage, ...]}, ...]) in
+-- one set-based query: one call for a whole upload, not one per conversation (a call costs
+-- more than parsing its one message).
 -- `reason` is NULL for a valid message, else its first problem. A message flagged
 -- `error: true` or carrying an error_message is `failed`. Token counts must be integers from 0
 -- to 10,000,000 (missing or null is 0; no model has a context window near that, and the cap
@@ -75,12 +79,15 @@ CREATE TYPE pgchat.parsed_message AS (
 -- Everything is inline on purpose: a function call per message costs more than the parsing
 -- (each call of a function with a pinned search_path saves and restores settings). PL/pgSQL
 -- rather than SQL so that the plan is kept between calls (see book_usage in 0003).
--- The timestamp rules are those of pgchat.json_timestamptz.
-CREATE FUNCTION pgchat.parse_messages(p_conversation_id text, p_messages jsonb)
-RETURNS SETOF pgchat.parsed_message LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
+-- The timestamp rules are those of pgchat.json_timestamptz, within the time window that
+-- chat_messages_timestamp_window (0005) enforces: 2000-01-01 to one day from now (why: 0005).
+-- Ids have at most 255 characters (chat_messages_id_length, 0005). STABLE, not IMMUTABLE: the
+-- window ends at now() + 1 day.
+CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb)
+RETURNS SETOF pgchat.parsed_message LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 BEGIN
     RETURN QUERY
-    SELECT p_conversation_id, e.ord, f.id, f.role, f.content, f.model,
+    SELECT c.conv ->> 'id', e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
            coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
            CASE WHEN coalesce(f.error_message, '') <> '' THEN f.error_message
@@ -89,11 +96,15 @@ BEGIN
            CASE
                WHEN jsonb_typeof(e.doc) <> 'object' THEN format('message #%s is not a JSON object', e.ord)
                WHEN coalesce(f.id, '') = '' THEN format('message #%s has no id', e.ord)
+               WHEN length(f.id) > 255
+                   THEN format('message id is longer than 255 characters (%s)', length(f.id))
                WHEN NOT coalesce(f.role IN ('user', 'assistant'), false)
                    THEN format('unknown role %s (expected user or assistant)', coalesce(j.role, 'null'::jsonb))
                WHEN f.content IS NULL THEN 'content must be a string'
                WHEN j.ts IS NULL THEN 'missing timestamp'
                WHEN t.ts IS NULL THEN format('unparseable timestamp %s', j.ts)
+               WHEN t.ts < '2000-01-01 00:00:00+00' OR t.ts > now() + interval '1 day'
+                   THEN format('timestamp %s is outside the accepted window (2000-01-01 to one day from now)', j.ts)
                WHEN n.input IS NULL
                    THEN format('input_tokens must be an integer from 0 to 10000000, got %s', j.input)
                WHEN n.output IS NULL
@@ -110,11 +121,14 @@ BEGIN
                WHEN jsonb_typeof(j.completion_id) NOT IN ('string', 'null') THEN 'completion_id must be a string'
                WHEN length(f.completion_id) > 255 THEN 'completion_id is longer than 255 characters'
                WHEN jsonb_typeof(j.user_message_id) NOT IN ('string', 'null') THEN 'user_message_id must be a string'
+               WHEN length(f.user_message_id) > 255 THEN 'user_message_id is longer than 255 characters'
                WHEN jsonb_typeof(j.error) NOT IN ('boolean', 'null') THEN 'error must be true or false'
                WHEN jsonb_typeof(j.error_message) NOT IN ('string', 'null') THEN 'error_message must be a string'
            END
-    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_messages) = 'array' THEN p_messages
-                                   ELSE '[]'::jsonb END) WITH ORDINALITY AS e(doc, ord)
+    FROM jsonb_array_elements(p_conversations) AS c(conv)
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(c.conv -> 'messages') = 'array'
+                                                 THEN c.conv -> 'messages' ELSE '[]'::jsonb END)
+        WITH ORDINALITY AS e(doc, ord)
     -- Each field is looked up once.
     CROSS JOIN LATERAL (SELECT
         e.doc -> 'id' AS id, e.doc -> 'role' AS role, e.doc -> 'content' AS content,
@@ -194,10 +208,14 @@ CREATE FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversat
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
     v_list jsonb;
-    v_convs jsonb;          -- [{ord, id, title, created_at, updated_at, reason}]
+    v_convs jsonb;          -- [{ord, id, title, created_at, updated_at, exists, stored_tokens, reason}]
     v_msgs pgchat.parsed_message[];
     v_errors jsonb;
-    v_bad text[];
+    v_bad jsonb;            -- {conversation id: true} of every conversation with a problem
+    v_lost text;            -- a conversation a concurrent call wrote or deleted meanwhile
+    v_wanted integer;
+    v_have integer;
+    v_mine text;            -- a row this call inserted (its xmin tells ours from the others)
     v_sessions_inserted integer := 0;
     v_messages_inserted integer := 0;
 BEGIN
@@ -208,12 +226,15 @@ BEGIN
     v_list := pgchat.conversation_list(conversations_data);
 
     -- Conversations: shape, fields, duplicates in the payload, ownership in the database.
+    -- The bounds (id length, time window) are those of the CHECK constraints of 0005.
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'ord', c.ord, 'id', c.id, 'title', c.title, 'created_at', c.created_at,
-        'updated_at', c.updated_at, 'exists', c.owner IS NOT NULL,
+        'updated_at', c.updated_at, 'exists', c.owner IS NOT NULL, 'stored_tokens', c.stored_tokens,
         'reason', CASE
             WHEN jsonb_typeof(c.doc) <> 'object' THEN format('conversation #%s is not a JSON object', c.ord)
             WHEN coalesce(c.id, '') = '' THEN format('conversation #%s has no id', c.ord)
+            WHEN length(c.id) > 255
+                THEN format('conversation id is longer than 255 characters (%s)', length(c.id))
             WHEN c.times > 1 THEN 'conversation id appears more than once in the payload'
             WHEN c.owner IS NOT NULL AND c.owner <> user_uuid THEN 'conversation id already belongs to another user'
             WHEN c.doc ? 'messages' AND jsonb_typeof(c.doc -> 'messages') NOT IN ('array')
@@ -224,14 +245,20 @@ BEGIN
                 THEN format('unparseable createdAt %s', c.doc -> 'createdAt')
             WHEN c.doc ? 'updatedAt' AND c.doc -> 'updatedAt' <> 'null'::jsonb AND c.updated_at IS NULL
                 THEN format('unparseable updatedAt %s', c.doc -> 'updatedAt')
+            WHEN NOT c.created_at BETWEEN '2000-01-01 00:00:00+00' AND now() + interval '1 day'
+                THEN format('createdAt %s is outside the accepted window (2000-01-01 to one day from now)',
+                            c.doc -> 'createdAt')
+            WHEN NOT c.updated_at BETWEEN '2000-01-01 00:00:00+00' AND now() + interval '1 day'
+                THEN format('updatedAt %s is outside the accepted window (2000-01-01 to one day from now)',
+                            c.doc -> 'updatedAt')
         END) ORDER BY c.ord), '[]'::jsonb)
     INTO v_convs
     FROM (
         SELECT e.ord, e.doc, CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string' THEN btrim(e.doc ->> 'id') END AS id,
                CASE WHEN jsonb_typeof(e.doc -> 'title') = 'string' THEN e.doc ->> 'title' END AS title,
-               pgchat.json_timestamptz(e.doc -> 'createdAt') AS created_at,
-               pgchat.json_timestamptz(e.doc -> 'updatedAt') AS updated_at,
-               s.user_id AS owner,
+               CASE WHEN e.doc ? 'createdAt' THEN pgchat.json_timestamptz(e.doc -> 'createdAt') END AS created_at,
+               CASE WHEN e.doc ? 'updatedAt' THEN pgchat.json_timestamptz(e.doc -> 'updatedAt') END AS updated_at,
+               s.user_id AS owner, coalesce(s.total_tokens, 0) AS stored_tokens,
                count(*) OVER (PARTITION BY CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string'
                                                 THEN btrim(e.doc ->> 'id') END) AS times
         FROM jsonb_array_elements(v_list) WITH ORDINALITY AS e(doc, ord)
@@ -240,15 +267,19 @@ BEGIN
 
     -- Messages of the conversations that have an id.
     v_msgs := ARRAY(
-        SELECT m
-        FROM jsonb_array_elements(v_convs) AS c
-        CROSS JOIN LATERAL pgchat.parse_messages(c ->> 'id',
-                                                 v_list -> ((c ->> 'ord')::integer - 1) -> 'messages') AS m
-        WHERE c ->> 'id' <> ''
+        SELECT m FROM pgchat.parse_messages((
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
+            FROM jsonb_array_elements(v_convs) AS c
+            WHERE c ->> 'id' <> '')) AS m
     );
 
-    -- Every problem, one row each: conversation-level, message-level, ownership of message ids.
-    WITH msg AS (
+    -- Every problem, one row each: conversation-level, message-level, ownership of message ids,
+    -- and a conversation whose token total would pass what chat_sessions.total_tokens holds.
+    WITH convs AS (
+        SELECT (x ->> 'ord')::bigint AS ord, x ->> 'id' AS id, (x ->> 'stored_tokens')::bigint AS stored_tokens
+        FROM jsonb_array_elements(v_convs) x
+    ), msg AS (
         SELECT m.*, count(*) OVER (PARTITION BY m.id) AS times, x.session_id AS stored_in,
                s.user_id AS stored_owner
         FROM unnest(v_msgs) AS m
@@ -266,64 +297,121 @@ BEGIN
                 WHEN m.stored_in <> m.conversation_id
                     THEN format('message id already belongs to conversation %s', m.stored_in)
             END, c.ord, m.ord
-        FROM msg m JOIN (SELECT (x ->> 'ord')::bigint AS ord, x ->> 'id' AS id
-                         FROM jsonb_array_elements(v_convs) x) c ON c.id = m.conversation_id
+        FROM msg m JOIN convs c ON c.id = m.conversation_id
         WHERE m.reason IS NOT NULL OR m.times > 1 OR m.stored_owner <> user_uuid
               OR m.stored_in <> m.conversation_id
+        UNION ALL
+        SELECT c.id, NULL, format('the conversation would hold %s tokens, more than the 2147483647 it can',
+                                  t.tokens + c.stored_tokens), c.ord, 0
+        FROM (SELECT m.conversation_id, sum(m.total_tokens) AS tokens FROM msg m
+              WHERE NOT m.failed AND m.stored_in IS NULL GROUP BY m.conversation_id) t
+        JOIN convs c ON c.id = t.conversation_id
+        WHERE t.tokens + c.stored_tokens > 2147483647
     )
     SELECT coalesce(jsonb_agg(jsonb_build_object('conversation_id', p.conversation_id,
                                                  'message_id', p.message_id, 'reason', p.reason)
                               ORDER BY p.ord1, p.ord2), '[]'::jsonb),
-           coalesce(array_agg(DISTINCT p.conversation_id) FILTER (WHERE p.conversation_id IS NOT NULL), '{}')
+           coalesce(jsonb_object_agg(p.conversation_id, true) FILTER (WHERE p.conversation_id IS NOT NULL),
+                    '{}'::jsonb)
     INTO v_errors, v_bad
     FROM problems p;
 
-    -- Insert-only: new sessions, then the messages they and the existing sessions lack.
-    WITH ins AS (
-        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        SELECT c ->> 'id', user_uuid, coalesce(c ->> 'title', 'New Chat'),
-               coalesce((c ->> 'created_at')::timestamptz, first.ts, now()),
-               coalesce((c ->> 'updated_at')::timestamptz, (c ->> 'created_at')::timestamptz, first.ts, now()),
-               coalesce((c ->> 'updated_at')::timestamptz, (c ->> 'created_at')::timestamptz, first.ts, now())
-        FROM jsonb_array_elements(v_convs) AS c
-        LEFT JOIN LATERAL (SELECT min(m.message_timestamp) AS ts FROM unnest(v_msgs) m
-                           WHERE m.conversation_id = c ->> 'id') first ON true
-        WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
-          AND NOT (c ->> 'id' = ANY (v_bad)) AND NOT (c -> 'exists')::boolean
-        ORDER BY c ->> 'id'
-        RETURNING 1
+    -- Insert-only: the existing sessions are locked against deletion (FOR KEY SHARE does not
+    -- conflict with the triggers' FOR NO KEY UPDATE, so the lock order stays the one of
+    -- lock_in_order), then new sessions, then the messages they and the existing sessions lack.
+    -- A concurrent call may have written or deleted one of them since it was looked at above:
+    -- then nothing is written and the caller is told to retry (40001), never a raw 23505 or
+    -- 23503. v_bad is a JSON object so that each membership test is a binary search, not a
+    -- scan of an array (which made large payloads with many problems quadratic).
+    -- (Counts are compared, not rows joined: the planner cannot know how many rows a CTE over
+    -- a JSON array holds, and a join of two of them became a nested loop, quadratic.)
+    WITH want AS (
+        SELECT c ->> 'id' AS id FROM jsonb_array_elements(v_convs) AS c
+        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+    ), locked AS (
+        SELECT s.id FROM public.chat_sessions s
+        WHERE s.id IN (SELECT w.id FROM want w) AND s.user_id = user_uuid
+        ORDER BY s.id FOR KEY SHARE
     )
-    SELECT count(*) INTO v_sessions_inserted FROM ins;
+    SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM locked) INTO v_wanted, v_have;
+    IF v_have < v_wanted THEN
+        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+          AND NOT EXISTS (SELECT 1 FROM public.chat_sessions s WHERE s.id = c ->> 'id' AND s.user_id = user_uuid);
+        RAISE EXCEPTION 'sync_user_conversations: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+            v_lost USING ERRCODE = 'serialization_failure';
+    END IF;
 
-    WITH ins AS (
+    -- A new session starts at its createdAt, else at its first message (one GROUP BY for all
+    -- conversations: a per-conversation scan of the messages made this quadratic).
+    WITH firsts AS (
+        SELECT m.conversation_id, min(m.message_timestamp) AS ts FROM unnest(v_msgs) AS m
+        GROUP BY m.conversation_id
+    ), wanted AS (
+        SELECT c ->> 'id' AS id, coalesce(c ->> 'title', 'New Chat') AS title,
+               (c ->> 'created_at')::timestamptz AS created_at,
+               (c ->> 'updated_at')::timestamptz AS updated_at, f.ts AS first_ts
+        FROM jsonb_array_elements(v_convs) AS c
+        LEFT JOIN firsts f ON f.conversation_id = c ->> 'id'
+        WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
+          AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+    ), ins AS (
+        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
+        SELECT w.id, user_uuid, w.title, coalesce(w.created_at, w.first_ts, now()),
+               coalesce(w.updated_at, w.created_at, w.first_ts, now()),
+               coalesce(w.updated_at, w.created_at, w.first_ts, now())
+        FROM wanted w
+        ORDER BY w.id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins), (SELECT min(i.id) FROM ins i)
+    INTO v_wanted, v_sessions_inserted, v_mine;
+    IF v_sessions_inserted < v_wanted THEN  -- name one that is not ours (rows we wrote share an xmin)
+        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+        JOIN public.chat_sessions s ON s.id = c ->> 'id'
+        WHERE c ->> 'reason' IS NULL AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+          AND s.xmin IS DISTINCT FROM (SELECT x.xmin FROM public.chat_sessions x WHERE x.id = v_mine);
+        RAISE EXCEPTION 'sync_user_conversations: conversation % was created by a concurrent call; nothing was written, retry is safe',
+            v_lost USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    WITH wanted AS (
+        SELECT m.* FROM unnest(v_msgs) AS m
+        WHERE NOT m.failed AND NOT v_bad ? m.conversation_id
+          AND NOT EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id)
+    ), ins AS (
         INSERT INTO public.chat_messages (id, session_id, role, content, model, total_tokens,
             input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
             completion_id, message_timestamp)
         SELECT m.id, m.conversation_id, m.role, m.content, m.model, m.total_tokens,
                m.input_tokens, m.output_tokens, m.user_message_id, m.content_type, m.elapsed_time,
                m.completion_id, m.message_timestamp
-        FROM unnest(v_msgs) AS m
-        WHERE NOT m.failed AND NOT (m.conversation_id = ANY (v_bad))
-          AND NOT EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id)
+        FROM wanted AS m
         ORDER BY m.conversation_id, m.message_timestamp, m.id
-        RETURNING 1
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
     )
-    SELECT count(*) INTO v_messages_inserted FROM ins;
+    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins) INTO v_wanted, v_messages_inserted;
+    IF v_messages_inserted < v_wanted THEN
+        RAISE EXCEPTION 'sync_user_conversations: % message(s) of this upload were written by a concurrent call; nothing was written, retry is safe',
+            v_wanted - v_messages_inserted USING ERRCODE = 'serialization_failure';
+    END IF;
 
     RETURN jsonb_build_object(
         'conversations_received', jsonb_array_length(v_convs),
         'conversations_failed', (SELECT count(*) FROM jsonb_array_elements(v_convs) c
-                                 WHERE coalesce(c ->> 'id', '') = '' OR c ->> 'id' = ANY (v_bad)),
+                                 WHERE coalesce(c ->> 'id', '') = '' OR v_bad ? (c ->> 'id')),
         'sessions_inserted', v_sessions_inserted,
         'sessions_existing', (SELECT count(*) FROM jsonb_array_elements(v_convs) c
-                              WHERE (c -> 'exists')::boolean AND NOT (c ->> 'id' = ANY (v_bad))),
+                              WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')),
         'messages_inserted', v_messages_inserted,
         'messages_existing', (SELECT count(*) FROM unnest(v_msgs) m
-                              WHERE NOT m.failed AND NOT (m.conversation_id = ANY (v_bad))
+                              WHERE NOT m.failed AND NOT v_bad ? m.conversation_id
                                 AND EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id))
                              - v_messages_inserted,
         'messages_skipped_failed', (SELECT count(*) FROM unnest(v_msgs) m
-                                    WHERE m.failed AND NOT (m.conversation_id = ANY (v_bad))),
+                                    WHERE m.failed AND NOT v_bad ? m.conversation_id),
         'errors', v_errors
     );
 END
@@ -346,6 +434,7 @@ CREATE FUNCTION pgchat_private.write_chat_exchange(
     p_session_title text DEFAULT NULL
 ) RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
+    v_seen uuid;            -- the session's owner when first looked at (NULL: no session)
     v_owner uuid;
     v_user pgchat.parsed_message;
     v_rows pgchat.parsed_message[];
@@ -357,6 +446,10 @@ BEGIN
     IF coalesce(btrim(p_session_id), '') = '' THEN
         RAISE EXCEPTION 'write_chat_exchange: p_session_id is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF length(p_session_id) > 255 THEN  -- chat_sessions_id_length (0005)
+        RAISE EXCEPTION 'write_chat_exchange: conversation id is longer than 255 characters (%)', length(p_session_id)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF length(p_session_title) > 255 THEN
         RAISE EXCEPTION 'write_chat_exchange: title is longer than 255 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -366,13 +459,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Another user's conversation: refused before anything else is looked at.
-    IF EXISTS (SELECT 1 FROM public.chat_sessions WHERE id = p_session_id AND user_id <> p_user_id) THEN
+    SELECT user_id INTO v_seen FROM public.chat_sessions WHERE id = p_session_id;
+    IF v_seen <> p_user_id THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- A missing timestamp means "now" for a new message (this is the live path, written right
     -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
-    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(p_session_id, jsonb_build_array(
+    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(jsonb_build_array(jsonb_build_object(
+        'id', p_session_id, 'messages', jsonb_build_array(
         jsonb_build_object('role', 'user',
             'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
                                    WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
@@ -380,7 +475,7 @@ BEGIN
             jsonb_build_object('role', 'assistant',
                 'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
                                        WHERE id = p_assistant_message ->> 'id'), now()),
-                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END) AS m);
+                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END))) AS m);
     v_user := v_rows[1];
     -- The first problem, if any. A stored message may be written again only as itself: same
     -- conversation, same role, and for a reply the same question it answers.
@@ -412,17 +507,24 @@ BEGIN
                                  ELSE 'invalid_parameter_value' END;
     END IF;
 
-    -- No lock is taken here: like every write path, this one writes its rows first and the
-    -- triggers then lock profile and sessions in pgchat.lock_in_order's order. Locking the
-    -- session before writing would invert that order against a plain write of the same rows.
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
-    IF v_owner IS NULL THEN
+    -- Like every write path, this one writes its rows first and the triggers then lock profile
+    -- and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one lock taken
+    -- before, FOR KEY SHARE on the session, conflicts with neither: it only holds off a DELETE
+    -- of the session until this transaction ends. A session deleted since it was first looked
+    -- at is a lost race: nothing is written and the caller is told to retry (40001), instead
+    -- of the raw foreign-key error (23503) the messages would get.
+    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+    IF v_owner IS NULL AND v_seen IS NULL THEN
         INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
         VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
                 v_user.message_timestamp, v_user.message_timestamp, v_user.message_timestamp)
         ON CONFLICT (id) DO NOTHING;
         v_session_created := FOUND;
-        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
+        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+    END IF;
+    IF v_owner IS NULL THEN
+        RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+            p_session_id USING ERRCODE = 'serialization_failure';
     END IF;
     IF v_owner <> p_user_id THEN  -- created by someone else since the check above
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
@@ -443,7 +545,8 @@ BEGIN
             user_message_id = EXCLUDED.user_message_id, content_type = EXCLUDED.content_type,
             elapsed_time = EXCLUDED.elapsed_time, completion_id = EXCLUDED.completion_id,
             message_timestamp = EXCLUDED.message_timestamp, error_message = EXCLUDED.error_message
-        WHERE (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
+        WHERE t.session_id = p_session_id AND t.role = EXCLUDED.role
+          AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
                t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
               IS DISTINCT FROM
               (EXCLUDED.content, EXCLUDED.model, EXCLUDED.total_tokens, EXCLUDED.input_tokens,
@@ -453,6 +556,14 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*) INTO v_written FROM written;
+    -- A row left alone is either unchanged (a repeat) or, if a concurrent call stored the same
+    -- id elsewhere since the checks above, not ours to touch: then nothing is written.
+    IF v_written < cardinality(v_rows) AND EXISTS (
+            SELECT 1 FROM unnest(v_rows) r JOIN public.chat_messages x ON x.id = r.id
+            WHERE x.session_id <> p_session_id OR x.role <> r.role) THEN
+        RAISE EXCEPTION 'write_chat_exchange: a message id of this exchange was stored elsewhere by a concurrent call; nothing was written, retry is safe'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
 
     RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
 END

@@ -9,6 +9,7 @@ from pgchat.client import AsyncClient, Client
 from pgchat.errors import (
     Conflict,
     ConnectionFailed,
+    LimitReached,
     LockTimeout,
     MigrationError,
     NotMigrated,
@@ -29,6 +30,7 @@ __all__ = [
     "DailyUsage",
     "Drift",
     "ExchangeResult",
+    "LimitReached",
     "LockTimeout",
     "MigrationError",
     "NotMigrated",

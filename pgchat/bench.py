@@ -955,3 +955,74 @@ def plot(report: Report, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- sync scaling curve (`pgchat bench --sync-curve`) -----------------------------------------
+
+SYNC_CURVE_SIZES = (1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000)
+SYNC_CURVE_QUICK = (250, 500, 1_000)
+
+
+@dataclass(frozen=True)
+class SyncPoint:
+    """One sync call of `conversations` conversations of one message each."""
+
+    conversations: int
+    seconds: float
+    messages_inserted: int
+
+
+def _curve_payload(tag: str, n: int) -> Conversations:
+    start = _DAY - timedelta(days=1)
+    return [{"id": f"{tag}-c{k}", "title": f"conversation {k}", "messages": [
+        {"id": f"{tag}-c{k}-m", "role": "user", "content": f"question {k}",
+         "timestamp": (start + timedelta(seconds=k)).isoformat(), "input_tokens": 10}]}
+        for k in range(n)]
+
+
+def sync_curve(sizes: tuple[int, ...] = SYNC_CURVE_SIZES, *, dsn: str | None = None,
+               bin_dir: Path | None = None, db_prefix: str = "bench_",
+               progress: Progress | None = None) -> list[SyncPoint]:
+    """pgchat only: one sync_user_conversations call per size, each of N new conversations of
+    one message for a fresh user, timed from the call to the commit (the client's JSON work
+    included). Linear means the seconds per 1,000 conversations stay flat as N grows."""
+    say: Progress = progress or (lambda _line: None)
+    points: list[SyncPoint] = []
+    with contextlib.ExitStack() as stack:
+        if dsn is not None:
+            server_dsn, drop = dsn, True
+        else:
+            server_dsn, drop = stack.enter_context(server.throwaway(bin_dir)).url("postgres"), False
+        name = f"{db_prefix}sync_curve"
+        _create_database(server_dsn, name)
+        if drop:
+            stack.callback(_drop_database, server_dsn, name)
+        db = _dsn_for(server_dsn, name)
+        _install_pgchat(db)
+        _seed("pgchat", db)
+        for n in sizes:
+            tag = uuid.uuid4().hex[:6]
+            user_id = _new_user(db, tag)
+            payload = _curve_payload(tag, n)
+            with connect(db) as conn:
+                began = time.perf_counter()
+                result = scenario.pgchat_upload(conn, user_id, payload)
+                conn.commit()
+                seconds = time.perf_counter() - began
+            points.append(SyncPoint(n, seconds, int(result["messages_inserted"])))
+            say(f"sync of {n:,} conversations: {seconds:.2f} s")
+            _analyze(db)
+    return points
+
+
+def render_sync_curve(points: list[SyncPoint]) -> str:
+    rows = [[f"{p.conversations:,}", f"{p.seconds:.2f}",
+             f"{p.seconds * 1000 / p.conversations:.3f}", f"{p.messages_inserted:,}"]
+            for p in points]
+    lines = ["Sync scaling (pgchat): one call of N conversations of one message each",
+             *_grid(["conversations", "seconds", "s per 1,000", "messages inserted"], rows)]
+    return "\n".join(lines) + "\n"
+
+
+def sync_curve_json(points: list[SyncPoint]) -> list[dict[str, Any]]:
+    return [asdict(p) for p in points]

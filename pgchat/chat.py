@@ -9,6 +9,8 @@ NotMigrated. `pgchat.Client` / `pgchat.AsyncClient` offer the same calls as meth
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -139,17 +141,92 @@ def _flag(rows: list[Row]) -> bool:
     return bool(one(rows))
 
 
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any, field_name: str) -> str | None:
+    """Why jsonb cannot hold `value` (a NUL, a lone surrogate, NaN or Infinity), else None.
+
+    PostgreSQL refuses such a value for the whole argument, before pgchat's SQL sees it, so
+    the client checks each conversation and reports the bad ones itself (the others are sent).
+    """
+    if isinstance(value, str):
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return None
+        if found.group() == "\x00":
+            return f"{field_name} contains a NUL character (\\u0000), which PostgreSQL cannot store"
+        code = ord(found.group())
+        return f"{field_name} contains a lone surrogate (\\u{code:04x}), which is not Unicode"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{field_name} must be a finite number, got {value}"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            reason = _unstorable(key, "a field name") or _unstorable(item, str(key))
+            if reason:
+                return reason
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            reason = _unstorable(item, field_name)
+            if reason:
+                return reason
+    return None
+
+
+def _split_unstorable(items: list[Any]) -> tuple[list[Any], list[SyncError]]:
+    """The conversations jsonb can hold, and a report line for each of the others."""
+    kept: list[Any] = []
+    errors: list[SyncError] = []
+    for item in items:
+        reason = None
+        if isinstance(item, Mapping):
+            conv_id = item.get("id") if isinstance(item.get("id"), str) else None
+            messages = item.get("messages")
+            for msg in messages if isinstance(messages, list) else []:
+                reason = _unstorable(msg, "message")
+                if reason:
+                    msg_id = msg.get("id") if isinstance(msg, Mapping) else None
+                    errors.append(SyncError(conv_id, msg_id if isinstance(msg_id, str) else None,
+                                            reason))
+                    break
+            if reason is None:
+                reason = _unstorable({k: v for k, v in item.items() if k != "messages"},
+                                     "conversation")
+                if reason:
+                    errors.append(SyncError(conv_id, None, reason))
+        else:
+            reason = _unstorable(item, "conversation")
+            if reason:
+                errors.append(SyncError(None, None, reason))
+        if reason is None:
+            kept.append(item)
+    return kept, errors
+
+
 def sync_query(user_id: UUID | str, conversations: Conversations) -> Query[SyncReport]:
+    """The sync call. A conversation holding a value jsonb cannot hold (a NUL, a lone
+    surrogate, NaN) is reported as failed here and not sent; the others are written as usual."""
     if isinstance(conversations, (str, bytes)) or not isinstance(
             conversations, (Mapping, Sequence)):
         raise ValidationError("conversations must be a list of conversations "
                               'or {"conversations": [...]}')
+    rejected: list[SyncError] = []
     if isinstance(conversations, Mapping):
         data: Any = dict(conversations)
+        if isinstance(data.get("conversations"), list):
+            data["conversations"], rejected = _split_unstorable(data["conversations"])
     else:
-        data = [_payload(c) for c in conversations]
+        data, rejected = _split_unstorable([_payload(c) for c in conversations])
+
+    def read(rows: list[Row]) -> SyncReport:
+        report = _report(rows)
+        if rejected:
+            report.add(SyncReport(conversations_received=len(rejected),
+                                  conversations_failed=len(rejected), errors=rejected))
+        return report
+
     return Query("SELECT public.sync_user_conversations(%s, %s)",
-                 (as_uuid(user_id), Jsonb(data)), _report)
+                 (as_uuid(user_id), Jsonb(data)), read)
 
 
 def exchange_query(user_id: UUID | str, session_id: str, user_message: Message,

@@ -573,10 +573,13 @@ def demo_command(dsn: str | None, as_json: bool, yes: bool) -> None:
               metavar="FILE.png", help="Draw the scaling curves (needs pip install "
               "'pgchat[plot]').")
 @click.option("--strict", is_flag=True, help="Exit 1 if pgchat misses a target.")
+@click.option("--sync-curve", "sync_curve", is_flag=True,
+              help="Only the sync scaling curve: one sync of N = 1,000 to 100,000 conversations "
+              "of one message (--quick: 250 to 1,000); prints conversations vs seconds.")
 def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
                   exchanges: int | None, writers: int | None, seconds: float | None,
                   quick: bool, as_json: bool, out: Path | None, plot_path: Path | None,
-                  strict: bool) -> None:
+                  strict: bool, sync_curve: bool) -> None:
     """Measure the legacy schema, pgchat and the same writes with no triggers (the floor).
 
     On a throwaway server (three databases: legacy, pgchat, floor): bulk sync of one
@@ -589,6 +592,15 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
     if pg_bin is not None and dsn is not None:
         raise click.UsageError("--pg-bin starts a throwaway server; --dsn uses an existing one: "
                                "give one of them")
+    if sync_curve:
+        sizes = bench_api.SYNC_CURVE_QUICK if quick else bench_api.SYNC_CURVE_SIZES
+        points = bench_api.sync_curve(sizes, dsn=dsn, bin_dir=pg_bin,
+                                      progress=lambda line: click.echo(line, err=True))
+        if as_json:
+            emit_json(bench_api.sync_curve_json(points))
+        else:
+            click.echo(bench_api.render_sync_curve(points), nl=False)
+        sys.exit(0)
     if plot_path is not None:
         bench_api.pyplot()  # fail now, not after minutes of measuring
     cfg = (bench_api.QUICK if quick else bench_api.Config()).with_options(

@@ -41,12 +41,35 @@ class ValidationError(PgchatError):
     """Input (a payload, an argument) was rejected before anything was written."""
 
 
+class LimitReached(ValidationError):
+    """A counter would pass what its column holds (a conversation's or a day's tokens)."""
+
+
 class PermissionDenied(PgchatError):
     """The database refused the operation for the current caller."""
 
 
 class Conflict(PgchatError):
     """A concurrent write touched the same rows; nothing was written, retrying is safe."""
+
+
+# The CHECK constraints of migration 0005, and what each one means (the sync report's words).
+CONSTRAINT_REASONS: dict[str, str] = {
+    "chat_messages_id_length": "message id is longer than 255 characters",
+    "chat_messages_user_message_id_length": "user_message_id is longer than 255 characters",
+    "chat_messages_input_tokens_range": "input_tokens must be an integer from 0 to 10000000",
+    "chat_messages_output_tokens_range": "output_tokens must be an integer from 0 to 10000000",
+    "chat_messages_total_tokens_range": "total_tokens must be an integer from 0 to 10000000",
+    "chat_messages_elapsed_time_range":
+        "elapsed_time must be a number of seconds from 0 to 10000000",
+    "chat_messages_timestamp_window":
+        "timestamp is outside the accepted window (2000-01-01 to one day from now)",
+    "chat_sessions_id_length": "conversation id is longer than 255 characters",
+    "chat_sessions_message_count_range": "message_count must not be negative",
+    "chat_sessions_total_tokens_range": "total_tokens must not be negative",
+    "chat_sessions_timestamp_window": "createdAt, updatedAt and last activity must be inside"
+                                      " the accepted window (2000-01-01 to one day from now)",
+}
 
 
 def from_database(exc: Exception) -> PgchatError | None:
@@ -70,6 +93,7 @@ def from_database(exc: Exception) -> PgchatError | None:
         "22P02": ValidationError,   # invalid_text_representation
         "22003": ValidationError,   # numeric_value_out_of_range
         "22021": ValidationError,   # character_not_in_repertoire
+        "54000": LimitReached,      # program_limit_exceeded: pgchat.within_integer
         "23505": Conflict,          # unique_violation: lost a race with a concurrent insert
         "40P01": Conflict,          # deadlock_detected
         "40001": Conflict,          # serialization_failure
@@ -77,6 +101,9 @@ def from_database(exc: Exception) -> PgchatError | None:
     kind = mapping.get(state or "")
     if kind is None:
         return None
-    if kind is Conflict:
+    constraint = getattr(diag, "constraint_name", None)
+    if state == "23514" and constraint in CONSTRAINT_REASONS:
+        message = f"{CONSTRAINT_REASONS[constraint]} (check constraint {constraint})"
+    if kind is Conflict and "retry is safe" not in message:
         message = f"concurrent write to the same rows; nothing was written, retry ({message})"
     return kind(message)

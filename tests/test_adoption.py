@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-import pgchat.sync as chat
+import pgchat.chat as chat
 from pgchat import migrate
 from pgchat.cli import main
 from pgchat.errors import MigrationError

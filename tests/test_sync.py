@@ -449,10 +449,13 @@ def test_token_counts_over_the_cap_fail_only_their_conversation(
     assert session_owner(db, "c2") == user
 
 
-def test_a_nul_character_is_a_validation_error(db: psycopg.Connection) -> None:
+def test_a_nul_character_fails_its_conversation(db: psycopg.Connection) -> None:
+    # jsonb cannot hold a NUL: the client reports that conversation (tests/test_sync_hostile.py).
     user = make_user(db)
-    with pytest.raises(ValidationError):
-        chat.sync_user_conversations(db, user, [conversation("c1", message("m1", content="a\0b"))])
+    report = chat.sync_user_conversations(
+        db, user, [conversation("c1", message("m1", content="a\0b"))])
+    assert (report.conversations_failed, report.messages_inserted) == (1, 0)
+    assert "NUL" in report.errors[0].reason
 
 
 # --- timestamps -------------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""`pgchat bench --sync-curve`: runs, prints conversations vs seconds, cleans up.
+
+Timings are never asserted (a shared machine); the curve itself is in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import psycopg
+from click.testing import CliRunner
+
+from pgchat import bench
+from pgchat.cli import main
+from tests.conftest import PgServer
+
+
+def test_the_sync_curve_measures_each_size_on_an_existing_server(pg_server: PgServer) -> None:
+    prefix = f"bench_c{os.getpid()}_"
+    points = bench.sync_curve((20, 40), dsn=pg_server.url(pg_server.maintenance_db),
+                              db_prefix=prefix)
+    assert [(p.conversations, p.messages_inserted) for p in points] == [(20, 20), (40, 40)]
+    assert all(p.seconds > 0 for p in points)
+    text = bench.render_sync_curve(points)
+    assert text.splitlines()[1].split() == ["conversations", "seconds", "s", "per", "1,000",
+                                            "messages", "inserted"]
+    assert text.splitlines()[3].split()[0] == "20"
+    with psycopg.connect(pg_server.url(pg_server.maintenance_db)) as conn:
+        assert conn.execute("select datname from pg_database where datname like %s",
+                            (prefix + "%",)).fetchall() == []
+
+
+def test_the_cli_option_prints_the_curve_as_json(pg_server: PgServer) -> None:
+    result = CliRunner().invoke(main, ["bench", "--sync-curve", "--quick", "--json",
+                                       "--dsn", pg_server.url(pg_server.maintenance_db)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [p["conversations"] for p in data] == list(bench.SYNC_CURVE_QUICK)
+    assert [p["messages_inserted"] for p in data] == list(bench.SYNC_CURVE_QUICK)
