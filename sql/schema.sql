@@ -29,6 +29,18 @@ CREATE SCHEMA pgchat;
 COMMENT ON SCHEMA pgchat IS 'pgchat internals (usage ledger, helpers); not exposed through the API';
 
 --
+-- Name: pgchat_private; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA pgchat_private;
+
+--
+-- Name: SCHEMA pgchat_private; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON SCHEMA pgchat_private IS 'pgchat: SECURITY DEFINER implementations behind public''s write functions; not exposed through the API';
+
+--
 -- Name: message_facts; Type: TYPE; Schema: pgchat; Owner: -
 --
 
@@ -149,14 +161,12 @@ CREATE FUNCTION pgchat.assert_acting_for(p_user_id uuid) RETURNS void
     SET search_path TO ''
     AS $$
 DECLARE
-    v_claim_role text := auth.role();
+    v_role text := pg_catalog.current_setting('role');
 BEGIN
-    IF v_claim_role = 'service_role' THEN
-        RETURN;
+    IF v_role = 'none' THEN
+        v_role := session_user::text;
     END IF;
-    IF v_claim_role IN ('anon', 'authenticated')
-       OR pg_catalog.current_setting('role') IN ('anon', 'authenticated')
-       OR session_user::text IN ('anon', 'authenticated') THEN
+    IF v_role IN ('anon', 'authenticated') THEN
         IF auth.uid() IS NULL OR auth.uid() IS DISTINCT FROM p_user_id THEN
             RAISE EXCEPTION 'not allowed to act for user %', p_user_id
                 USING ERRCODE = 'insufficient_privilege';
@@ -201,31 +211,41 @@ BEGIN
         SELECT b.user_id, b.usage_date,
                sum(b.messages_sent)::integer AS messages_sent,
                sum(b.messages_received)::integer AS messages_received,
-               sum(b.input_tokens)::integer AS input_tokens,
-               sum(b.output_tokens)::integer AS output_tokens,
+               sum(b.input_tokens) AS input_tokens,
+               sum(b.output_tokens) AS output_tokens,
                sum(b.sessions_created)::integer AS sessions_created,
-               sum(b.active_seconds)::integer AS active_seconds
+               sum(b.active_seconds) AS active_seconds,
+               format('user %s on %s', b.user_id, b.usage_date) AS owner
         FROM booked b GROUP BY b.user_id, b.usage_date
     ), counted AS (
         INSERT INTO public.user_usage_daily AS u (
             user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
             total_tokens, models_used, sessions_created, active_seconds, active_minutes)
-        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received, d.input_tokens,
-               d.output_tokens, d.input_tokens + d.output_tokens,
-               coalesce(m.models_used, '{}'::jsonb), d.sessions_created, d.active_seconds,
+        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
+               pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner),
+               pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner),
+               pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner),
+               coalesce(m.models_used, '{}'::jsonb), d.sessions_created,
+               pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner),
                d.active_seconds / 60
         FROM daily d LEFT JOIN models m USING (user_id, usage_date)
         ORDER BY d.user_id, d.usage_date
+        -- Sums in bigint, then checked: a day that would pass the integer range is refused
+        -- with a clear message (within_integer), never a raw 22003.
         ON CONFLICT (user_id, usage_date) DO UPDATE SET
             messages_sent = u.messages_sent + EXCLUDED.messages_sent,
             messages_received = u.messages_received + EXCLUDED.messages_received,
-            input_tokens = u.input_tokens + EXCLUDED.input_tokens,
-            output_tokens = u.output_tokens + EXCLUDED.output_tokens,
-            total_tokens = u.total_tokens + EXCLUDED.total_tokens,
+            input_tokens = pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
+                'input_tokens', format('user %s on %s', u.user_id, u.usage_date)),
+            output_tokens = pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
+                'output_tokens', format('user %s on %s', u.user_id, u.usage_date)),
+            total_tokens = pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
+                'total_tokens', format('user %s on %s', u.user_id, u.usage_date)),
             models_used = pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used),
             sessions_created = u.sessions_created + EXCLUDED.sessions_created,
-            active_seconds = u.active_seconds + EXCLUDED.active_seconds,
-            active_minutes = (u.active_seconds + EXCLUDED.active_seconds) / 60,
+            active_seconds = pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
+                'active_seconds', format('user %s on %s', u.user_id, u.usage_date)),
+            active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
             updated_at = now()
         RETURNING 1
     ), totals AS (
@@ -372,16 +392,16 @@ END
 $$;
 
 --
--- Name: parse_messages(text, jsonb); Type: FUNCTION; Schema: pgchat; Owner: -
+-- Name: parse_messages(jsonb); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION pgchat.parse_messages(p_conversation_id text, p_messages jsonb) RETURNS SETOF pgchat.parsed_message
-    LANGUAGE plpgsql IMMUTABLE
+CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb) RETURNS SETOF pgchat.parsed_message
+    LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $_$
 BEGIN
     RETURN QUERY
-    SELECT p_conversation_id, e.ord, f.id, f.role, f.content, f.model,
+    SELECT c.conv ->> 'id', e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
            coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
            CASE WHEN coalesce(f.error_message, '') <> '' THEN f.error_message
@@ -390,11 +410,15 @@ BEGIN
            CASE
                WHEN jsonb_typeof(e.doc) <> 'object' THEN format('message #%s is not a JSON object', e.ord)
                WHEN coalesce(f.id, '') = '' THEN format('message #%s has no id', e.ord)
+               WHEN length(f.id) > 255
+                   THEN format('message id is longer than 255 characters (%s)', length(f.id))
                WHEN NOT coalesce(f.role IN ('user', 'assistant'), false)
                    THEN format('unknown role %s (expected user or assistant)', coalesce(j.role, 'null'::jsonb))
                WHEN f.content IS NULL THEN 'content must be a string'
                WHEN j.ts IS NULL THEN 'missing timestamp'
                WHEN t.ts IS NULL THEN format('unparseable timestamp %s', j.ts)
+               WHEN t.ts < '2000-01-01 00:00:00+00' OR t.ts > now() + interval '1 day'
+                   THEN format('timestamp %s is outside the accepted window (2000-01-01 to one day from now)', j.ts)
                WHEN n.input IS NULL
                    THEN format('input_tokens must be an integer from 0 to 10000000, got %s', j.input)
                WHEN n.output IS NULL
@@ -411,11 +435,14 @@ BEGIN
                WHEN jsonb_typeof(j.completion_id) NOT IN ('string', 'null') THEN 'completion_id must be a string'
                WHEN length(f.completion_id) > 255 THEN 'completion_id is longer than 255 characters'
                WHEN jsonb_typeof(j.user_message_id) NOT IN ('string', 'null') THEN 'user_message_id must be a string'
+               WHEN length(f.user_message_id) > 255 THEN 'user_message_id is longer than 255 characters'
                WHEN jsonb_typeof(j.error) NOT IN ('boolean', 'null') THEN 'error must be true or false'
                WHEN jsonb_typeof(j.error_message) NOT IN ('string', 'null') THEN 'error_message must be a string'
            END
-    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_messages) = 'array' THEN p_messages
-                                   ELSE '[]'::jsonb END) WITH ORDINALITY AS e(doc, ord)
+    FROM jsonb_array_elements(p_conversations) AS c(conv)
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(c.conv -> 'messages') = 'array'
+                                                 THEN c.conv -> 'messages' ELSE '[]'::jsonb END)
+        WITH ORDINALITY AS e(doc, ord)
     -- Each field is looked up once.
     CROSS JOIN LATERAL (SELECT
         e.doc -> 'id' AS id, e.doc -> 'role' AS role, e.doc -> 'content' AS content,
@@ -542,8 +569,13 @@ BEGIN
         FROM unnest(p_deltas) AS x GROUP BY x.session_id
     )
     UPDATE public.chat_sessions s SET
-        message_count = s.message_count + d.messages,
-        total_tokens = s.total_tokens + d.tokens,
+        -- within_integer only when out of range: a function call per row costs on the bulk path.
+        message_count = CASE WHEN s.message_count::bigint + d.messages <= 2147483647
+            THEN (s.message_count::bigint + d.messages)::integer
+            ELSE pgchat.within_integer(s.message_count::bigint + d.messages, 'message_count', 'conversation ' || s.id) END,
+        total_tokens = CASE WHEN s.total_tokens + d.tokens <= 2147483647
+            THEN (s.total_tokens + d.tokens)::integer
+            ELSE pgchat.within_integer(s.total_tokens + d.tokens, 'total_tokens', 'conversation ' || s.id) END,
         last_message_timestamp = last.message_timestamp,
         last_message_preview = left(last.content, 200),
         last_model = last.model,
@@ -679,58 +711,91 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
 $$;
 
 --
--- Name: handle_user_profile_sync(); Type: FUNCTION; Schema: public; Owner: -
+-- Name: validate_integrity(); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION public.handle_user_profile_sync() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
+CREATE FUNCTION pgchat.validate_integrity() RETURNS TABLE(constraint_name text, table_name text, violating_rows bigint, first_ids text[], remedy text)
+    LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
+DECLARE
+    v_con record;
 BEGIN
-    INSERT INTO public.profiles (id, email, full_name, avatar_url, last_active)
-    VALUES (NEW.id, coalesce(NEW.email, ''),
-            coalesce(NEW.raw_user_meta_data ->> 'full_name', NEW.raw_user_meta_data ->> 'name'),
-            NEW.raw_user_meta_data ->> 'avatar_url', now())
-    ON CONFLICT (id) DO UPDATE SET
-        email = EXCLUDED.email,
-        full_name = coalesce(EXCLUDED.full_name, public.profiles.full_name),
-        avatar_url = coalesce(EXCLUDED.avatar_url, public.profiles.avatar_url),
-        last_active = now();
-    IF TG_OP = 'INSERT' THEN
-        PERFORM public.log_user_activity(NEW.id, 'profile_created', 'profile', NEW.id::text,
-                                         jsonb_build_object('email', NEW.email));
-    END IF;
-    RETURN NEW;
+    FOR v_con IN
+        SELECT c.conname::text AS name, c.conrelid::regclass::text AS tbl,
+               pg_catalog.pg_get_expr(c.conbin, c.conrelid) AS expr
+        FROM pg_catalog.pg_constraint c
+        WHERE c.conrelid IN ('public.chat_messages'::regclass, 'public.chat_sessions'::regclass)
+          AND c.contype = 'c' AND NOT c.convalidated
+          AND c.conname IN ('chat_messages_id_length', 'chat_messages_user_message_id_length',
+                            'chat_messages_input_tokens_range', 'chat_messages_output_tokens_range',
+                            'chat_messages_total_tokens_range', 'chat_messages_elapsed_time_range',
+                            'chat_messages_timestamp_window', 'chat_sessions_id_length',
+                            'chat_sessions_message_count_range', 'chat_sessions_total_tokens_range',
+                            'chat_sessions_timestamp_window')
+        ORDER BY 2, 1
+    LOOP
+        BEGIN
+            EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_con.tbl, v_con.name);
+        EXCEPTION WHEN check_violation THEN
+            constraint_name := v_con.name;
+            table_name := v_con.tbl;
+            EXECUTE format('SELECT count(*), (array_agg(id ORDER BY id))[1:5] FROM %s WHERE NOT %s',
+                           v_con.tbl, v_con.expr)
+                INTO violating_rows, first_ids;
+            remedy := format('correct or delete these rows, then run SELECT * FROM pgchat.validate_integrity() '
+                             '(new writes are checked already)');
+            RAISE WARNING 'pgchat: % left NOT VALID: % row(s) of % violate it (first ids: %); %',
+                constraint_name, violating_rows, table_name, array_to_string(first_ids, ', '), remedy;
+            RETURN NEXT;
+        END;
+    END LOOP;
 END
 $$;
 
 --
--- Name: log_user_activity(uuid, character varying, character varying, text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+-- Name: FUNCTION validate_integrity(); Type: COMMENT; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION public.log_user_activity(p_user_id uuid, p_action character varying, p_resource_type character varying DEFAULT NULL::character varying, p_resource_id text DEFAULT NULL::text, p_details jsonb DEFAULT '{}'::jsonb) RETURNS uuid
-    LANGUAGE sql SECURITY DEFINER
+COMMENT ON FUNCTION pgchat.validate_integrity() IS 'Validates pgchat''s NOT VALID CHECK constraints; returns those that existing rows still violate';
+
+--
+-- Name: within_integer(numeric, text, text); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.within_integer(p_value numeric, p_counter text, p_owner text) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
     SET search_path TO ''
     AS $$
-    INSERT INTO public.user_activity_log (user_id, action, resource_type, resource_id, details)
-    VALUES (p_user_id, p_action, p_resource_type, p_resource_id, p_details)
-    RETURNING id
+BEGIN
+    IF p_value > 2147483647 THEN
+        RAISE EXCEPTION '% of % would pass 2147483647, the most it can hold; nothing was written',
+            p_counter, p_owner
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'start a new conversation (or write on another day); retrying will not help';
+    END IF;
+    RETURN p_value;
+END
 $$;
 
 --
--- Name: sync_user_conversations(uuid, jsonb); Type: FUNCTION; Schema: public; Owner: -
+-- Name: sync_user_conversations(uuid, jsonb); Type: FUNCTION; Schema: pgchat_private; Owner: -
 --
 
-CREATE FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb) RETURNS jsonb
+CREATE FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversations_data jsonb) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 DECLARE
     v_list jsonb;
-    v_convs jsonb;          -- [{ord, id, title, created_at, updated_at, reason}]
+    v_convs jsonb;          -- [{ord, id, title, created_at, updated_at, exists, stored_tokens, reason}]
     v_msgs pgchat.parsed_message[];
     v_errors jsonb;
-    v_bad text[];
+    v_bad jsonb;            -- {conversation id: true} of every conversation with a problem
+    v_lost text;            -- a conversation a concurrent call wrote or deleted meanwhile
+    v_wanted integer;
+    v_have integer;
+    v_mine text;            -- a row this call inserted (its xmin tells ours from the others)
     v_sessions_inserted integer := 0;
     v_messages_inserted integer := 0;
 BEGIN
@@ -741,12 +806,15 @@ BEGIN
     v_list := pgchat.conversation_list(conversations_data);
 
     -- Conversations: shape, fields, duplicates in the payload, ownership in the database.
+    -- The bounds (id length, time window) are those of the CHECK constraints of 0005.
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'ord', c.ord, 'id', c.id, 'title', c.title, 'created_at', c.created_at,
-        'updated_at', c.updated_at, 'exists', c.owner IS NOT NULL,
+        'updated_at', c.updated_at, 'exists', c.owner IS NOT NULL, 'stored_tokens', c.stored_tokens,
         'reason', CASE
             WHEN jsonb_typeof(c.doc) <> 'object' THEN format('conversation #%s is not a JSON object', c.ord)
             WHEN coalesce(c.id, '') = '' THEN format('conversation #%s has no id', c.ord)
+            WHEN length(c.id) > 255
+                THEN format('conversation id is longer than 255 characters (%s)', length(c.id))
             WHEN c.times > 1 THEN 'conversation id appears more than once in the payload'
             WHEN c.owner IS NOT NULL AND c.owner <> user_uuid THEN 'conversation id already belongs to another user'
             WHEN c.doc ? 'messages' AND jsonb_typeof(c.doc -> 'messages') NOT IN ('array')
@@ -757,14 +825,20 @@ BEGIN
                 THEN format('unparseable createdAt %s', c.doc -> 'createdAt')
             WHEN c.doc ? 'updatedAt' AND c.doc -> 'updatedAt' <> 'null'::jsonb AND c.updated_at IS NULL
                 THEN format('unparseable updatedAt %s', c.doc -> 'updatedAt')
+            WHEN NOT c.created_at BETWEEN '2000-01-01 00:00:00+00' AND now() + interval '1 day'
+                THEN format('createdAt %s is outside the accepted window (2000-01-01 to one day from now)',
+                            c.doc -> 'createdAt')
+            WHEN NOT c.updated_at BETWEEN '2000-01-01 00:00:00+00' AND now() + interval '1 day'
+                THEN format('updatedAt %s is outside the accepted window (2000-01-01 to one day from now)',
+                            c.doc -> 'updatedAt')
         END) ORDER BY c.ord), '[]'::jsonb)
     INTO v_convs
     FROM (
         SELECT e.ord, e.doc, CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string' THEN btrim(e.doc ->> 'id') END AS id,
                CASE WHEN jsonb_typeof(e.doc -> 'title') = 'string' THEN e.doc ->> 'title' END AS title,
-               pgchat.json_timestamptz(e.doc -> 'createdAt') AS created_at,
-               pgchat.json_timestamptz(e.doc -> 'updatedAt') AS updated_at,
-               s.user_id AS owner,
+               CASE WHEN e.doc ? 'createdAt' THEN pgchat.json_timestamptz(e.doc -> 'createdAt') END AS created_at,
+               CASE WHEN e.doc ? 'updatedAt' THEN pgchat.json_timestamptz(e.doc -> 'updatedAt') END AS updated_at,
+               s.user_id AS owner, coalesce(s.total_tokens, 0) AS stored_tokens,
                count(*) OVER (PARTITION BY CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string'
                                                 THEN btrim(e.doc ->> 'id') END) AS times
         FROM jsonb_array_elements(v_list) WITH ORDINALITY AS e(doc, ord)
@@ -773,15 +847,19 @@ BEGIN
 
     -- Messages of the conversations that have an id.
     v_msgs := ARRAY(
-        SELECT m
-        FROM jsonb_array_elements(v_convs) AS c
-        CROSS JOIN LATERAL pgchat.parse_messages(c ->> 'id',
-                                                 v_list -> ((c ->> 'ord')::integer - 1) -> 'messages') AS m
-        WHERE c ->> 'id' <> ''
+        SELECT m FROM pgchat.parse_messages((
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
+            FROM jsonb_array_elements(v_convs) AS c
+            WHERE c ->> 'id' <> '')) AS m
     );
 
-    -- Every problem, one row each: conversation-level, message-level, ownership of message ids.
-    WITH msg AS (
+    -- Every problem, one row each: conversation-level, message-level, ownership of message ids,
+    -- and a conversation whose token total would pass what chat_sessions.total_tokens holds.
+    WITH convs AS (
+        SELECT (x ->> 'ord')::bigint AS ord, x ->> 'id' AS id, (x ->> 'stored_tokens')::bigint AS stored_tokens
+        FROM jsonb_array_elements(v_convs) x
+    ), msg AS (
         SELECT m.*, count(*) OVER (PARTITION BY m.id) AS times, x.session_id AS stored_in,
                s.user_id AS stored_owner
         FROM unnest(v_msgs) AS m
@@ -799,74 +877,383 @@ BEGIN
                 WHEN m.stored_in <> m.conversation_id
                     THEN format('message id already belongs to conversation %s', m.stored_in)
             END, c.ord, m.ord
-        FROM msg m JOIN (SELECT (x ->> 'ord')::bigint AS ord, x ->> 'id' AS id
-                         FROM jsonb_array_elements(v_convs) x) c ON c.id = m.conversation_id
+        FROM msg m JOIN convs c ON c.id = m.conversation_id
         WHERE m.reason IS NOT NULL OR m.times > 1 OR m.stored_owner <> user_uuid
               OR m.stored_in <> m.conversation_id
+        UNION ALL
+        SELECT c.id, NULL, format('the conversation would hold %s tokens, more than the 2147483647 it can',
+                                  t.tokens + c.stored_tokens), c.ord, 0
+        FROM (SELECT m.conversation_id, sum(m.total_tokens) AS tokens FROM msg m
+              WHERE NOT m.failed AND m.stored_in IS NULL GROUP BY m.conversation_id) t
+        JOIN convs c ON c.id = t.conversation_id
+        WHERE t.tokens + c.stored_tokens > 2147483647
     )
     SELECT coalesce(jsonb_agg(jsonb_build_object('conversation_id', p.conversation_id,
                                                  'message_id', p.message_id, 'reason', p.reason)
                               ORDER BY p.ord1, p.ord2), '[]'::jsonb),
-           coalesce(array_agg(DISTINCT p.conversation_id) FILTER (WHERE p.conversation_id IS NOT NULL), '{}')
+           coalesce(jsonb_object_agg(p.conversation_id, true) FILTER (WHERE p.conversation_id IS NOT NULL),
+                    '{}'::jsonb)
     INTO v_errors, v_bad
     FROM problems p;
 
-    -- Insert-only: new sessions, then the messages they and the existing sessions lack.
-    WITH ins AS (
-        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        SELECT c ->> 'id', user_uuid, coalesce(c ->> 'title', 'New Chat'),
-               coalesce((c ->> 'created_at')::timestamptz, first.ts, now()),
-               coalesce((c ->> 'updated_at')::timestamptz, (c ->> 'created_at')::timestamptz, first.ts, now()),
-               coalesce((c ->> 'updated_at')::timestamptz, (c ->> 'created_at')::timestamptz, first.ts, now())
-        FROM jsonb_array_elements(v_convs) AS c
-        LEFT JOIN LATERAL (SELECT min(m.message_timestamp) AS ts FROM unnest(v_msgs) m
-                           WHERE m.conversation_id = c ->> 'id') first ON true
-        WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
-          AND NOT (c ->> 'id' = ANY (v_bad)) AND NOT (c -> 'exists')::boolean
-        ORDER BY c ->> 'id'
-        RETURNING 1
+    -- Insert-only: the existing sessions are locked against deletion (FOR KEY SHARE does not
+    -- conflict with the triggers' FOR NO KEY UPDATE, so the lock order stays the one of
+    -- lock_in_order), then new sessions, then the messages they and the existing sessions lack.
+    -- A concurrent call may have written or deleted one of them since it was looked at above:
+    -- then nothing is written and the caller is told to retry (40001), never a raw 23505 or
+    -- 23503. v_bad is a JSON object so that each membership test is a binary search, not a
+    -- scan of an array (which made large payloads with many problems quadratic).
+    -- (Counts are compared, not rows joined: the planner cannot know how many rows a CTE over
+    -- a JSON array holds, and a join of two of them became a nested loop, quadratic.)
+    WITH want AS (
+        SELECT c ->> 'id' AS id FROM jsonb_array_elements(v_convs) AS c
+        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+    ), locked AS (
+        SELECT s.id FROM public.chat_sessions s
+        WHERE s.id IN (SELECT w.id FROM want w) AND s.user_id = user_uuid
+        ORDER BY s.id FOR KEY SHARE
     )
-    SELECT count(*) INTO v_sessions_inserted FROM ins;
+    SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM locked) INTO v_wanted, v_have;
+    IF v_have < v_wanted THEN
+        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+          AND NOT EXISTS (SELECT 1 FROM public.chat_sessions s WHERE s.id = c ->> 'id' AND s.user_id = user_uuid);
+        RAISE EXCEPTION 'sync_user_conversations: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+            v_lost USING ERRCODE = 'serialization_failure';
+    END IF;
 
-    WITH ins AS (
+    -- A new session starts at its createdAt, else at its first message (one GROUP BY for all
+    -- conversations: a per-conversation scan of the messages made this quadratic).
+    WITH firsts AS (
+        SELECT m.conversation_id, min(m.message_timestamp) AS ts FROM unnest(v_msgs) AS m
+        GROUP BY m.conversation_id
+    ), wanted AS (
+        SELECT c ->> 'id' AS id, coalesce(c ->> 'title', 'New Chat') AS title,
+               (c ->> 'created_at')::timestamptz AS created_at,
+               (c ->> 'updated_at')::timestamptz AS updated_at, f.ts AS first_ts
+        FROM jsonb_array_elements(v_convs) AS c
+        LEFT JOIN firsts f ON f.conversation_id = c ->> 'id'
+        WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
+          AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+    ), ins AS (
+        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
+        SELECT w.id, user_uuid, w.title, coalesce(w.created_at, w.first_ts, now()),
+               coalesce(w.updated_at, w.created_at, w.first_ts, now()),
+               coalesce(w.updated_at, w.created_at, w.first_ts, now())
+        FROM wanted w
+        ORDER BY w.id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins), (SELECT min(i.id) FROM ins i)
+    INTO v_wanted, v_sessions_inserted, v_mine;
+    IF v_sessions_inserted < v_wanted THEN  -- name one that is not ours (rows we wrote share an xmin)
+        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+        JOIN public.chat_sessions s ON s.id = c ->> 'id'
+        WHERE c ->> 'reason' IS NULL AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+          AND s.xmin IS DISTINCT FROM (SELECT x.xmin FROM public.chat_sessions x WHERE x.id = v_mine);
+        RAISE EXCEPTION 'sync_user_conversations: conversation % was created by a concurrent call; nothing was written, retry is safe',
+            v_lost USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    WITH wanted AS (
+        SELECT m.* FROM unnest(v_msgs) AS m
+        WHERE NOT m.failed AND NOT v_bad ? m.conversation_id
+          AND NOT EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id)
+    ), ins AS (
         INSERT INTO public.chat_messages (id, session_id, role, content, model, total_tokens,
             input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
             completion_id, message_timestamp)
         SELECT m.id, m.conversation_id, m.role, m.content, m.model, m.total_tokens,
                m.input_tokens, m.output_tokens, m.user_message_id, m.content_type, m.elapsed_time,
                m.completion_id, m.message_timestamp
-        FROM unnest(v_msgs) AS m
-        WHERE NOT m.failed AND NOT (m.conversation_id = ANY (v_bad))
-          AND NOT EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id)
+        FROM wanted AS m
         ORDER BY m.conversation_id, m.message_timestamp, m.id
-        RETURNING 1
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
     )
-    SELECT count(*) INTO v_messages_inserted FROM ins;
+    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins) INTO v_wanted, v_messages_inserted;
+    IF v_messages_inserted < v_wanted THEN
+        RAISE EXCEPTION 'sync_user_conversations: % message(s) of this upload were written by a concurrent call; nothing was written, retry is safe',
+            v_wanted - v_messages_inserted USING ERRCODE = 'serialization_failure';
+    END IF;
 
     RETURN jsonb_build_object(
         'conversations_received', jsonb_array_length(v_convs),
         'conversations_failed', (SELECT count(*) FROM jsonb_array_elements(v_convs) c
-                                 WHERE coalesce(c ->> 'id', '') = '' OR c ->> 'id' = ANY (v_bad)),
+                                 WHERE coalesce(c ->> 'id', '') = '' OR v_bad ? (c ->> 'id')),
         'sessions_inserted', v_sessions_inserted,
         'sessions_existing', (SELECT count(*) FROM jsonb_array_elements(v_convs) c
-                              WHERE (c -> 'exists')::boolean AND NOT (c ->> 'id' = ANY (v_bad))),
+                              WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')),
         'messages_inserted', v_messages_inserted,
         'messages_existing', (SELECT count(*) FROM unnest(v_msgs) m
-                              WHERE NOT m.failed AND NOT (m.conversation_id = ANY (v_bad))
+                              WHERE NOT m.failed AND NOT v_bad ? m.conversation_id
                                 AND EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id))
                              - v_messages_inserted,
         'messages_skipped_failed', (SELECT count(*) FROM unnest(v_msgs) m
-                                    WHERE m.failed AND NOT (m.conversation_id = ANY (v_bad))),
+                                    WHERE m.failed AND NOT v_bad ? m.conversation_id),
         'errors', v_errors
     );
 END
 $$;
 
 --
+-- Name: FUNCTION sync_user_conversations(user_uuid uuid, conversations_data jsonb); Type: COMMENT; Schema: pgchat_private; Owner: -
+--
+
+COMMENT ON FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversations_data jsonb) IS 'Insert-only upload of browser conversations (array or {"conversations": [...]}) for one user. Never updates an existing row; skips failed messages; a conversation with any problem or owned by someone else is not written at all. Returns a report with an errors list.';
+
+--
+-- Name: update_session_title(uuid, text, text); Type: FUNCTION; Schema: pgchat_private; Owner: -
+--
+
+CREATE FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id text, p_title text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_owner uuid;
+BEGIN
+    PERFORM pgchat.assert_acting_for(p_user_id);
+    IF coalesce(btrim(p_title), '') = '' OR length(p_title) > 255 THEN
+        RAISE EXCEPTION 'update_session_title: the title must have 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
+    IF v_owner IS DISTINCT FROM p_user_id THEN
+        -- Same answer whether it does not exist or is someone else's: no probing of ids.
+        RAISE EXCEPTION 'update_session_title: no conversation % for this user', p_session_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE public.chat_sessions SET title = p_title
+    WHERE id = p_session_id AND title IS DISTINCT FROM p_title;
+    RETURN FOUND;
+END
+$$;
+
+--
+-- Name: FUNCTION update_session_title(p_user_id uuid, p_session_id text, p_title text); Type: COMMENT; Schema: pgchat_private; Owner: -
+--
+
+COMMENT ON FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id text, p_title text) IS 'Renames a conversation; returns false (and writes nothing) when the title is unchanged.';
+
+--
+-- Name: write_chat_exchange(uuid, text, jsonb, jsonb, text); Type: FUNCTION; Schema: pgchat_private; Owner: -
+--
+
+CREATE FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb DEFAULT NULL::jsonb, p_session_title text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_seen uuid;            -- the session's owner when first looked at (NULL: no session)
+    v_owner uuid;
+    v_user pgchat.parsed_message;
+    v_rows pgchat.parsed_message[];
+    v_bad record;
+    v_session_created boolean := false;
+    v_written integer;
+BEGIN
+    PERFORM pgchat.assert_acting_for(p_user_id);
+    IF coalesce(btrim(p_session_id), '') = '' THEN
+        RAISE EXCEPTION 'write_chat_exchange: p_session_id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(p_session_id) > 255 THEN  -- chat_sessions_id_length (0005)
+        RAISE EXCEPTION 'write_chat_exchange: conversation id is longer than 255 characters (%)', length(p_session_id)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(p_session_title) > 255 THEN
+        RAISE EXCEPTION 'write_chat_exchange: title is longer than 255 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(p_user_message) IS DISTINCT FROM 'object'
+       OR (p_assistant_message IS NOT NULL AND jsonb_typeof(p_assistant_message) <> 'object') THEN
+        RAISE EXCEPTION 'write_chat_exchange: messages must be JSON objects (ChatMessage)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Another user's conversation: refused before anything else is looked at.
+    SELECT user_id INTO v_seen FROM public.chat_sessions WHERE id = p_session_id;
+    IF v_seen <> p_user_id THEN
+        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- A missing timestamp means "now" for a new message (this is the live path, written right
+    -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
+    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(jsonb_build_array(jsonb_build_object(
+        'id', p_session_id, 'messages', jsonb_build_array(
+        jsonb_build_object('role', 'user',
+            'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                                   WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
+        || CASE WHEN p_assistant_message IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(
+            jsonb_build_object('role', 'assistant',
+                'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                                       WHERE id = p_assistant_message ->> 'id'), now()),
+                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END))) AS m);
+    v_user := v_rows[1];
+    -- The first problem, if any. A stored message may be written again only as itself: same
+    -- conversation, same role, and for a reply the same question it answers.
+    SELECT v.ord, v.id, v.reason, v.is_foreign INTO v_bad
+    FROM (
+        SELECT r.ord, r.id, coalesce(r.reason, CASE
+            WHEN r.ord = 1 AND r.role <> 'user' THEN 'the first message must have role user'
+            WHEN r.ord = 2 AND r.role <> 'assistant' THEN 'the reply must have role assistant'
+            WHEN r.ord = 2 AND r.id = v_user.id THEN 'the reply needs an id of its own'
+            WHEN r.ord = 2 AND r.user_message_id IS DISTINCT FROM v_user.id
+                THEN 'the reply''s user_message_id must be the user message id'
+            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
+            WHEN x.session_id <> p_session_id
+                THEN format('message id already belongs to conversation %s', x.session_id)
+            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
+            WHEN r.ord = 2 AND x.id IS NOT NULL AND x.user_message_id IS DISTINCT FROM r.user_message_id
+                THEN 'message id already belongs to the reply to another message'
+        END) AS reason,
+        coalesce(r.reason IS NULL AND o.user_id <> p_user_id, false) AS is_foreign
+        FROM unnest(v_rows) AS r
+        LEFT JOIN public.chat_messages x ON x.id = r.id
+        LEFT JOIN public.chat_sessions o ON o.id = x.session_id
+    ) v
+    WHERE v.reason IS NOT NULL
+    ORDER BY v.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_bad.id, '#' || v_bad.ord), v_bad.reason
+            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
+                                 ELSE 'invalid_parameter_value' END;
+    END IF;
+
+    -- Like every write path, this one writes its rows first and the triggers then lock profile
+    -- and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one lock taken
+    -- before, FOR KEY SHARE on the session, conflicts with neither: it only holds off a DELETE
+    -- of the session until this transaction ends. A session deleted since it was first looked
+    -- at is a lost race: nothing is written and the caller is told to retry (40001), instead
+    -- of the raw foreign-key error (23503) the messages would get.
+    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+    IF v_owner IS NULL AND v_seen IS NULL THEN
+        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
+        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
+                v_user.message_timestamp, v_user.message_timestamp, v_user.message_timestamp)
+        ON CONFLICT (id) DO NOTHING;
+        v_session_created := FOUND;
+        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+    END IF;
+    IF v_owner IS NULL THEN
+        RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+            p_session_id USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF v_owner <> p_user_id THEN  -- created by someone else since the check above
+        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+
+    WITH written AS (
+        INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
+            input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
+            completion_id, message_timestamp, error_message)
+        SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
+               r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
+               r.message_timestamp, r.error_message
+        FROM unnest(v_rows) r ORDER BY r.ord
+        ON CONFLICT (id) DO UPDATE SET
+            content = EXCLUDED.content, model = EXCLUDED.model, total_tokens = EXCLUDED.total_tokens,
+            input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+            user_message_id = EXCLUDED.user_message_id, content_type = EXCLUDED.content_type,
+            elapsed_time = EXCLUDED.elapsed_time, completion_id = EXCLUDED.completion_id,
+            message_timestamp = EXCLUDED.message_timestamp, error_message = EXCLUDED.error_message
+        WHERE t.session_id = p_session_id AND t.role = EXCLUDED.role
+          AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
+               t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
+              IS DISTINCT FROM
+              (EXCLUDED.content, EXCLUDED.model, EXCLUDED.total_tokens, EXCLUDED.input_tokens,
+               EXCLUDED.output_tokens, EXCLUDED.user_message_id, EXCLUDED.content_type,
+               EXCLUDED.elapsed_time, EXCLUDED.completion_id, EXCLUDED.message_timestamp,
+               EXCLUDED.error_message)
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_written FROM written;
+    -- A row left alone is either unchanged (a repeat) or, if a concurrent call stored the same
+    -- id elsewhere since the checks above, not ours to touch: then nothing is written.
+    IF v_written < cardinality(v_rows) AND EXISTS (
+            SELECT 1 FROM unnest(v_rows) r JOIN public.chat_messages x ON x.id = r.id
+            WHERE x.session_id <> p_session_id OR x.role <> r.role) THEN
+        RAISE EXCEPTION 'write_chat_exchange: a message id of this exchange was stored elsewhere by a concurrent call; nothing was written, retry is safe'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
+END
+$$;
+
+--
+-- Name: FUNCTION write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text); Type: COMMENT; Schema: pgchat_private; Owner: -
+--
+
+COMMENT ON FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text) IS 'Stores one exchange (user message + optional assistant reply, ChatMessage JSON) and creates the session if new, in one transaction. Idempotent; a failed attempt counts nothing; a successful retry with the same user message id is counted once.';
+
+--
+-- Name: handle_user_profile_sync(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.handle_user_profile_sync() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+    BEGIN
+        INSERT INTO public.profiles (id, email, full_name, avatar_url, last_active)
+        VALUES (NEW.id, coalesce(NEW.email, ''),
+                coalesce(NEW.raw_user_meta_data ->> 'full_name', NEW.raw_user_meta_data ->> 'name'),
+                NEW.raw_user_meta_data ->> 'avatar_url', now())
+        ON CONFLICT (id) DO UPDATE SET
+            email = EXCLUDED.email,
+            full_name = coalesce(EXCLUDED.full_name, public.profiles.full_name),
+            avatar_url = coalesce(EXCLUDED.avatar_url, public.profiles.avatar_url),
+            last_active = now();
+        IF TG_OP = 'INSERT' THEN
+            PERFORM public.log_user_activity(NEW.id, 'profile_created', 'profile', NEW.id::text,
+                                             jsonb_build_object('email', NEW.email));
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+
+--
+-- Name: FUNCTION handle_user_profile_sync(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.handle_user_profile_sync() IS 'pgchat: created by 0002_baseline';
+
+--
+-- Name: log_user_activity(uuid, character varying, character varying, text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.log_user_activity(p_user_id uuid, p_action character varying, p_resource_type character varying DEFAULT NULL::character varying, p_resource_id text DEFAULT NULL::text, p_details jsonb DEFAULT '{}'::jsonb) RETURNS uuid
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+        INSERT INTO public.user_activity_log (user_id, action, resource_type, resource_id, details)
+        VALUES (p_user_id, p_action, p_resource_type, p_resource_id, p_details)
+        RETURNING id
+    $$;
+
+--
+-- Name: FUNCTION log_user_activity(p_user_id uuid, p_action character varying, p_resource_type character varying, p_resource_id text, p_details jsonb); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.log_user_activity(p_user_id uuid, p_action character varying, p_resource_type character varying, p_resource_id text, p_details jsonb) IS 'pgchat: created by 0002_baseline';
+
+--
+-- Name: sync_user_conversations(uuid, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb) RETURNS jsonb
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+    SELECT pgchat_private.sync_user_conversations(user_uuid, conversations_data)
+$$;
+
+--
 -- Name: FUNCTION sync_user_conversations(user_uuid uuid, conversations_data jsonb); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb) IS 'Insert-only upload of browser conversations (array or {"conversations": [...]}) for one user. Never updates an existing row; skips failed messages; a conversation with any problem or owned by someone else is not written at all. Returns a report with an errors list.';
+COMMENT ON FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb) IS 'Insert-only upload of browser conversations (array or {"conversations": [...]}) for one user. Never updates an existing row; skips failed messages; a conversation with any problem or owned by someone else is not written at all. Returns a report with an errors list. Runs pgchat_private.sync_user_conversations.';
 
 --
 -- Name: track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer); Type: FUNCTION; Schema: public; Owner: -
@@ -885,6 +1272,11 @@ BEGIN
              p_active_seconds) < 0 THEN
         RAISE EXCEPTION 'track_user_usage: counts must not be negative (event %)', p_event_key
             USING ERRCODE = 'check_violation';
+    END IF;
+    -- The bounds of one message (parse_messages, chat_messages' CHECK constraints).
+    IF greatest(p_input_tokens, p_output_tokens, p_active_seconds) > 10000000 THEN
+        RAISE EXCEPTION 'track_user_usage: tokens and seconds of one event must be at most 10000000 (event %)',
+            p_event_key USING ERRCODE = 'check_violation';
     END IF;
     PERFORM 1 FROM public.profiles WHERE id = p_user_id FOR NO KEY UPDATE;  -- lock order
     IF NOT FOUND THEN
@@ -986,34 +1378,17 @@ $$;
 --
 
 CREATE FUNCTION public.update_session_title(p_user_id uuid, p_session_id text, p_title text) RETURNS boolean
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE sql
     SET search_path TO ''
     AS $$
-DECLARE
-    v_owner uuid;
-BEGIN
-    PERFORM pgchat.assert_acting_for(p_user_id);
-    IF coalesce(btrim(p_title), '') = '' OR length(p_title) > 255 THEN
-        RAISE EXCEPTION 'update_session_title: the title must have 1 to 255 characters'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
-    IF v_owner IS DISTINCT FROM p_user_id THEN
-        -- Same answer whether it does not exist or is someone else's: no probing of ids.
-        RAISE EXCEPTION 'update_session_title: no conversation % for this user', p_session_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    UPDATE public.chat_sessions SET title = p_title
-    WHERE id = p_session_id AND title IS DISTINCT FROM p_title;
-    RETURN FOUND;
-END
+    SELECT pgchat_private.update_session_title(p_user_id, p_session_id, p_title)
 $$;
 
 --
 -- Name: FUNCTION update_session_title(p_user_id uuid, p_session_id text, p_title text); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.update_session_title(p_user_id uuid, p_session_id text, p_title text) IS 'Renames a conversation; returns false (and writes nothing) when the title is unchanged.';
+COMMENT ON FUNCTION public.update_session_title(p_user_id uuid, p_session_id text, p_title text) IS 'Renames a conversation; returns false (and writes nothing) when the title is unchanged. Runs pgchat_private.update_session_title.';
 
 --
 -- Name: update_updated_at_column(); Type: FUNCTION; Schema: public; Owner: -
@@ -1023,141 +1398,38 @@ CREATE FUNCTION public.update_updated_at_column() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
-BEGIN
-    NEW.updated_at := now();
-    IF TG_OP = 'INSERT' AND NEW.usage_stats IS NULL THEN
-        NEW.usage_stats := '{"total_messages": 0, "total_tokens": 0, "sessions_created": 0}'::jsonb;
-    END IF;
-    RETURN NEW;
-END
-$$;
+    BEGIN
+        NEW.updated_at := now();
+        IF TG_OP = 'INSERT' AND NEW.usage_stats IS NULL THEN
+            NEW.usage_stats := '{"total_messages": 0, "total_tokens": 0, "sessions_created": 0}'::jsonb;
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+
+--
+-- Name: FUNCTION update_updated_at_column(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.update_updated_at_column() IS 'pgchat: created by 0002_baseline';
 
 --
 -- Name: write_chat_exchange(uuid, text, jsonb, jsonb, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
 CREATE FUNCTION public.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb DEFAULT NULL::jsonb, p_session_title text DEFAULT NULL::text) RETURNS jsonb
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE sql
     SET search_path TO ''
     AS $$
-DECLARE
-    v_owner uuid;
-    v_user pgchat.parsed_message;
-    v_rows pgchat.parsed_message[];
-    v_bad record;
-    v_session_created boolean := false;
-    v_written integer;
-BEGIN
-    PERFORM pgchat.assert_acting_for(p_user_id);
-    IF coalesce(btrim(p_session_id), '') = '' THEN
-        RAISE EXCEPTION 'write_chat_exchange: p_session_id is required' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF length(p_session_title) > 255 THEN
-        RAISE EXCEPTION 'write_chat_exchange: title is longer than 255 characters' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF jsonb_typeof(p_user_message) IS DISTINCT FROM 'object'
-       OR (p_assistant_message IS NOT NULL AND jsonb_typeof(p_assistant_message) <> 'object') THEN
-        RAISE EXCEPTION 'write_chat_exchange: messages must be JSON objects (ChatMessage)'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- Another user's conversation: refused before anything else is looked at.
-    IF EXISTS (SELECT 1 FROM public.chat_sessions WHERE id = p_session_id AND user_id <> p_user_id) THEN
-        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    -- A missing timestamp means "now" for a new message (this is the live path, written right
-    -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
-    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(p_session_id, jsonb_build_array(
-        jsonb_build_object('role', 'user',
-            'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                   WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
-        || CASE WHEN p_assistant_message IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(
-            jsonb_build_object('role', 'assistant',
-                'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                       WHERE id = p_assistant_message ->> 'id'), now()),
-                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END) AS m);
-    v_user := v_rows[1];
-    -- The first problem, if any. A stored message may be written again only as itself: same
-    -- conversation, same role, and for a reply the same question it answers.
-    SELECT v.ord, v.id, v.reason, v.is_foreign INTO v_bad
-    FROM (
-        SELECT r.ord, r.id, coalesce(r.reason, CASE
-            WHEN r.ord = 1 AND r.role <> 'user' THEN 'the first message must have role user'
-            WHEN r.ord = 2 AND r.role <> 'assistant' THEN 'the reply must have role assistant'
-            WHEN r.ord = 2 AND r.id = v_user.id THEN 'the reply needs an id of its own'
-            WHEN r.ord = 2 AND r.user_message_id IS DISTINCT FROM v_user.id
-                THEN 'the reply''s user_message_id must be the user message id'
-            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
-            WHEN x.session_id <> p_session_id
-                THEN format('message id already belongs to conversation %s', x.session_id)
-            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
-            WHEN r.ord = 2 AND x.id IS NOT NULL AND x.user_message_id IS DISTINCT FROM r.user_message_id
-                THEN 'message id already belongs to the reply to another message'
-        END) AS reason,
-        coalesce(r.reason IS NULL AND o.user_id <> p_user_id, false) AS is_foreign
-        FROM unnest(v_rows) AS r
-        LEFT JOIN public.chat_messages x ON x.id = r.id
-        LEFT JOIN public.chat_sessions o ON o.id = x.session_id
-    ) v
-    WHERE v.reason IS NOT NULL
-    ORDER BY v.ord LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_bad.id, '#' || v_bad.ord), v_bad.reason
-            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
-                                 ELSE 'invalid_parameter_value' END;
-    END IF;
-
-    -- No lock is taken here: like every write path, this one writes its rows first and the
-    -- triggers then lock profile and sessions in pgchat.lock_in_order's order. Locking the
-    -- session before writing would invert that order against a plain write of the same rows.
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
-    IF v_owner IS NULL THEN
-        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
-                v_user.message_timestamp, v_user.message_timestamp, v_user.message_timestamp)
-        ON CONFLICT (id) DO NOTHING;
-        v_session_created := FOUND;
-        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
-    END IF;
-    IF v_owner <> p_user_id THEN  -- created by someone else since the check above
-        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-
-    WITH written AS (
-        INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
-            input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
-            completion_id, message_timestamp, error_message)
-        SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
-               r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
-               r.message_timestamp, r.error_message
-        FROM unnest(v_rows) r ORDER BY r.ord
-        ON CONFLICT (id) DO UPDATE SET
-            content = EXCLUDED.content, model = EXCLUDED.model, total_tokens = EXCLUDED.total_tokens,
-            input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
-            user_message_id = EXCLUDED.user_message_id, content_type = EXCLUDED.content_type,
-            elapsed_time = EXCLUDED.elapsed_time, completion_id = EXCLUDED.completion_id,
-            message_timestamp = EXCLUDED.message_timestamp, error_message = EXCLUDED.error_message
-        WHERE (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
-               t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
-              IS DISTINCT FROM
-              (EXCLUDED.content, EXCLUDED.model, EXCLUDED.total_tokens, EXCLUDED.input_tokens,
-               EXCLUDED.output_tokens, EXCLUDED.user_message_id, EXCLUDED.content_type,
-               EXCLUDED.elapsed_time, EXCLUDED.completion_id, EXCLUDED.message_timestamp,
-               EXCLUDED.error_message)
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_written FROM written;
-
-    RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
-END
+    SELECT pgchat_private.write_chat_exchange(p_user_id, p_session_id, p_user_message,
+                                              p_assistant_message, p_session_title)
 $$;
 
 --
 -- Name: FUNCTION write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text) IS 'Stores one exchange (user message + optional assistant reply, ChatMessage JSON) and creates the session if new, in one transaction. Idempotent; a failed attempt counts nothing; a successful retry with the same user message id is counted once.';
+COMMENT ON FUNCTION public.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text) IS 'Stores one exchange (user message + optional assistant reply, ChatMessage JSON) and creates the session if new, in one transaction. Idempotent; a failed attempt counts nothing; a successful retry with the same user message id is counted once. Runs pgchat_private.write_chat_exchange.';
 
 SET default_tablespace = '';
 
@@ -1256,8 +1528,63 @@ CREATE TABLE public.chat_messages (
     is_streaming boolean DEFAULT false,
     metadata jsonb DEFAULT '{}'::jsonb,
     CONSTRAINT chat_messages_content_type_check CHECK (((content_type)::text = ANY ((ARRAY['text'::character varying, 'markdown'::character varying])::text[]))),
-    CONSTRAINT chat_messages_role_check CHECK (((role)::text = ANY ((ARRAY['user'::character varying, 'assistant'::character varying, 'system'::character varying])::text[])))
+    CONSTRAINT chat_messages_elapsed_time_range CHECK (((elapsed_time >= 0) AND (elapsed_time <= 10000000))),
+    CONSTRAINT chat_messages_id_length CHECK ((length(id) <= 255)),
+    CONSTRAINT chat_messages_input_tokens_range CHECK (((input_tokens >= 0) AND (input_tokens <= 10000000))),
+    CONSTRAINT chat_messages_output_tokens_range CHECK (((output_tokens >= 0) AND (output_tokens <= 10000000))),
+    CONSTRAINT chat_messages_role_check CHECK (((role)::text = ANY ((ARRAY['user'::character varying, 'assistant'::character varying, 'system'::character varying])::text[]))),
+    CONSTRAINT chat_messages_timestamp_window CHECK (((message_timestamp >= '2000-01-01 00:00:00+00'::timestamp with time zone) AND (message_timestamp <= (now() + '1 day'::interval)))),
+    CONSTRAINT chat_messages_total_tokens_range CHECK (((total_tokens >= 0) AND (total_tokens <= 10000000))),
+    CONSTRAINT chat_messages_user_message_id_length CHECK ((length(user_message_id) <= 255))
 );
+
+--
+-- Name: TABLE chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.chat_messages IS 'pgchat: created by 0002_baseline';
+
+--
+-- Name: CONSTRAINT chat_messages_elapsed_time_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_elapsed_time_range ON public.chat_messages IS 'elapsed_time must be a number of seconds from 0 to 10000000';
+
+--
+-- Name: CONSTRAINT chat_messages_id_length ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_id_length ON public.chat_messages IS 'message id is longer than 255 characters';
+
+--
+-- Name: CONSTRAINT chat_messages_input_tokens_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_input_tokens_range ON public.chat_messages IS 'input_tokens must be an integer from 0 to 10000000';
+
+--
+-- Name: CONSTRAINT chat_messages_output_tokens_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_output_tokens_range ON public.chat_messages IS 'output_tokens must be an integer from 0 to 10000000';
+
+--
+-- Name: CONSTRAINT chat_messages_timestamp_window ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_timestamp_window ON public.chat_messages IS 'timestamp is outside the accepted window (2000-01-01 to one day from now)';
+
+--
+-- Name: CONSTRAINT chat_messages_total_tokens_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_total_tokens_range ON public.chat_messages IS 'total_tokens must be an integer from 0 to 10000000';
+
+--
+-- Name: CONSTRAINT chat_messages_user_message_id_length ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_messages_user_message_id_length ON public.chat_messages IS 'user_message_id is longer than 255 characters';
 
 --
 -- Name: chat_sessions; Type: TABLE; Schema: public; Owner: -
@@ -1275,8 +1602,42 @@ CREATE TABLE public.chat_sessions (
     last_model character varying(100),
     last_message_preview text,
     last_message_timestamp timestamp with time zone,
-    is_active boolean DEFAULT true NOT NULL
+    is_active boolean DEFAULT true NOT NULL,
+    CONSTRAINT chat_sessions_id_length CHECK ((length(id) <= 255)),
+    CONSTRAINT chat_sessions_message_count_range CHECK ((message_count >= 0)),
+    CONSTRAINT chat_sessions_timestamp_window CHECK (((LEAST(created_at, updated_at, last_activity) >= '2000-01-01 00:00:00+00'::timestamp with time zone) AND (GREATEST(created_at, updated_at, last_activity) <= (now() + '1 day'::interval)))),
+    CONSTRAINT chat_sessions_total_tokens_range CHECK ((total_tokens >= 0))
 );
+
+--
+-- Name: TABLE chat_sessions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.chat_sessions IS 'pgchat: created by 0002_baseline';
+
+--
+-- Name: CONSTRAINT chat_sessions_id_length ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_sessions_id_length ON public.chat_sessions IS 'conversation id is longer than 255 characters';
+
+--
+-- Name: CONSTRAINT chat_sessions_message_count_range ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_sessions_message_count_range ON public.chat_sessions IS 'message_count must not be negative';
+
+--
+-- Name: CONSTRAINT chat_sessions_timestamp_window ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_sessions_timestamp_window ON public.chat_sessions IS 'createdAt, updatedAt and last activity must be inside the accepted window (2000-01-01 to one day from now)';
+
+--
+-- Name: CONSTRAINT chat_sessions_total_tokens_range ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_sessions_total_tokens_range ON public.chat_sessions IS 'total_tokens must not be negative';
 
 --
 -- Name: session_stats_expected; Type: VIEW; Schema: pgchat; Owner: -
@@ -1297,6 +1658,16 @@ CREATE VIEW pgchat.session_stats_expected AS
           WHERE (COALESCE(m.error_message, ''::text) = ''::text)
           GROUP BY m.session_id) agg ON ((agg.session_id = s.id)))
      LEFT JOIN LATERAL pgchat.session_latest(s.id) last(message_timestamp, content, model) ON (true));
+
+--
+-- Name: unvalidated_constraints; Type: VIEW; Schema: pgchat; Owner: -
+--
+
+CREATE VIEW pgchat.unvalidated_constraints AS
+ SELECT (conname)::text AS constraint_name,
+    ((conrelid)::regclass)::text AS table_name
+   FROM pg_constraint c
+  WHERE ((conrelid = ANY (ARRAY[('public.chat_messages'::regclass)::oid, ('public.chat_sessions'::regclass)::oid])) AND (contype = 'c'::"char") AND (NOT convalidated));
 
 --
 -- Name: profiles; Type: TABLE; Schema: public; Owner: -
@@ -1323,6 +1694,12 @@ CREATE TABLE public.profiles (
 );
 
 --
+-- Name: TABLE profiles; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.profiles IS 'pgchat: created by 0002_baseline';
+
+--
 -- Name: user_usage_daily; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1343,6 +1720,12 @@ CREATE TABLE public.user_usage_daily (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     active_seconds integer DEFAULT 0 NOT NULL
 );
+
+--
+-- Name: TABLE user_usage_daily; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.user_usage_daily IS 'pgchat: created by 0002_baseline';
 
 --
 -- Name: COLUMN user_usage_daily.active_minutes; Type: COMMENT; Schema: public; Owner: -
@@ -1377,6 +1760,12 @@ CREATE VIEW public.api_user_summary WITH (security_invoker='true') AS
      LEFT JOIN public.user_usage_daily u ON (((u.user_id = p.id) AND (u.usage_date = CURRENT_DATE))));
 
 --
+-- Name: VIEW api_user_summary; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON VIEW public.api_user_summary IS 'pgchat: created by 0002_baseline';
+
+--
 -- Name: model_access; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1396,6 +1785,12 @@ CREATE TABLE public.model_access (
 );
 
 --
+-- Name: TABLE model_access; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.model_access IS 'pgchat: created by 0002_baseline';
+
+--
 -- Name: user_activity_log; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1410,6 +1805,12 @@ CREATE TABLE public.user_activity_log (
     ip_address inet,
     user_agent text
 );
+
+--
+-- Name: TABLE user_activity_log; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.user_activity_log IS 'pgchat: created by 0002_baseline';
 
 --
 -- Name: users users_pkey; Type: CONSTRAINT; Schema: auth; Owner: -
@@ -1793,6 +2194,13 @@ GRANT USAGE ON SCHEMA auth TO authenticated;
 GRANT USAGE ON SCHEMA auth TO service_role;
 
 --
+-- Name: SCHEMA pgchat_private; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA pgchat_private TO authenticated;
+GRANT USAGE ON SCHEMA pgchat_private TO service_role;
+
+--
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
 --
 
@@ -1879,10 +2287,10 @@ REVOKE ALL ON FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_si
 REVOKE ALL ON FUNCTION pgchat.message_events(p_rows pgchat.message_facts[]) FROM PUBLIC;
 
 --
--- Name: FUNCTION parse_messages(p_conversation_id text, p_messages jsonb); Type: ACL; Schema: pgchat; Owner: -
+-- Name: FUNCTION parse_messages(p_conversations jsonb); Type: ACL; Schema: pgchat; Owner: -
 --
 
-REVOKE ALL ON FUNCTION pgchat.parse_messages(p_conversation_id text, p_messages jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgchat.parse_messages(p_conversations jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION rebuild_usage(p_user_id uuid); Type: ACL; Schema: pgchat; Owner: -
@@ -1925,6 +2333,42 @@ REVOKE ALL ON FUNCTION pgchat.tg_profiles__forget_usage() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION pgchat.usage_drift(p_user_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION validate_integrity(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.validate_integrity() FROM PUBLIC;
+
+--
+-- Name: FUNCTION within_integer(p_value numeric, p_counter text, p_owner text); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.within_integer(p_value numeric, p_counter text, p_owner text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION sync_user_conversations(user_uuid uuid, conversations_data jsonb); Type: ACL; Schema: pgchat_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversations_data jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversations_data jsonb) TO authenticated;
+GRANT ALL ON FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversations_data jsonb) TO service_role;
+
+--
+-- Name: FUNCTION update_session_title(p_user_id uuid, p_session_id text, p_title text); Type: ACL; Schema: pgchat_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id text, p_title text) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id text, p_title text) TO authenticated;
+GRANT ALL ON FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id text, p_title text) TO service_role;
+
+--
+-- Name: FUNCTION write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text); Type: ACL; Schema: pgchat_private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text) TO authenticated;
+GRANT ALL ON FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id text, p_user_message jsonb, p_assistant_message jsonb, p_session_title text) TO service_role;
 
 --
 -- Name: FUNCTION handle_user_profile_sync(); Type: ACL; Schema: public; Owner: -
@@ -2001,8 +2445,57 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.chat_messages TO service_role;
 -- Name: TABLE chat_sessions; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.chat_sessions TO authenticated;
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.chat_sessions TO service_role;
+GRANT SELECT,DELETE ON TABLE public.chat_sessions TO authenticated;
+GRANT SELECT,DELETE ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(id),UPDATE(id) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(id),UPDATE(id) ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.user_id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(user_id),UPDATE(user_id) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(user_id),UPDATE(user_id) ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.title; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(title),UPDATE(title) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(title),UPDATE(title) ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.created_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(created_at),UPDATE(created_at) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(created_at),UPDATE(created_at) ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.updated_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(updated_at),UPDATE(updated_at) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(updated_at),UPDATE(updated_at) ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.last_activity; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(last_activity),UPDATE(last_activity) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(last_activity),UPDATE(last_activity) ON TABLE public.chat_sessions TO service_role;
+
+--
+-- Name: COLUMN chat_sessions.is_active; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(is_active),UPDATE(is_active) ON TABLE public.chat_sessions TO authenticated;
+GRANT INSERT(is_active),UPDATE(is_active) ON TABLE public.chat_sessions TO service_role;
 
 --
 -- Name: TABLE profiles; Type: ACL; Schema: public; Owner: -
