@@ -603,7 +603,29 @@ COMMENT ON FUNCTION pgchat_private.update_session_title(uuid, text, text) IS
 -- The identity check sees the request as before: in the wrapper current_user is the caller's
 -- role; in the implementation current_user becomes the owner, while session_user (the login
 -- role), the `role` setting (what PostgREST's SET ROLE set) and the JWT claims are unchanged.
-CREATE OR REPLACE FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb)
+-- The app may already have functions of these names and signatures (production has its own
+-- sync_user_conversations): pgchat owns them from here on. Each is saved for the rollback,
+-- dropped and created anew, so that a different parameter name or return type cannot fail
+-- the migration half-way.
+DO $take_over$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT p.oid, p.oid::regprocedure::text AS name
+             FROM pg_catalog.pg_proc p
+             WHERE p.oid IN (pg_catalog.to_regprocedure('public.sync_user_conversations(uuid, jsonb)'),
+                             pg_catalog.to_regprocedure('public.write_chat_exchange(uuid, text, jsonb, jsonb, text)'),
+                             pg_catalog.to_regprocedure('public.update_session_title(uuid, text, text)'))
+    LOOP
+        INSERT INTO pgchat_migrations.replaced_objects (migration_id, kind, name, definition)
+        VALUES ('0004_sync_and_exchange', 'function', r.name, pg_catalog.pg_get_functiondef(r.oid));
+        EXECUTE format('DROP FUNCTION %s', r.name);
+        RAISE NOTICE 'pgchat: replaces the app''s function % (saved for rollback)', r.name;
+    END LOOP;
+END
+$take_over$;
+
+CREATE FUNCTION public.sync_user_conversations(user_uuid uuid, conversations_data jsonb)
 RETURNS jsonb LANGUAGE sql SECURITY INVOKER SET search_path = '' AS $fn$
     SELECT pgchat_private.sync_user_conversations(user_uuid, conversations_data)
 $fn$;
@@ -651,14 +673,32 @@ TO authenticated, service_role;
 REVOKE ALL ON FUNCTION
     public.sync_user_conversations(uuid, jsonb),
     public.write_chat_exchange(uuid, text, jsonb, jsonb, text),
-    public.update_session_title(uuid, text, text),
-    public.log_user_activity(uuid, varchar, varchar, text, jsonb),
-    public.handle_user_profile_sync(),
-    public.update_updated_at_column()
+    public.update_session_title(uuid, text, text)
 FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION
     public.sync_user_conversations(uuid, jsonb),
     public.write_chat_exchange(uuid, text, jsonb, jsonb, text),
     public.update_session_title(uuid, text, text)
 TO authenticated, service_role;
-GRANT EXECUTE ON FUNCTION public.log_user_activity(uuid, varchar, varchar, text, jsonb) TO service_role;
+
+-- The profile helpers 0002 created on an empty database are pgchat's: least privilege for them
+-- too. The app's own functions of those names (an adopted database) are not pgchat's and keep
+-- their grants (`pgchat risks` reports what they expose).
+DO $helpers$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT p.oid::regprocedure::text AS name, p.proname
+             FROM pg_catalog.pg_proc p
+             WHERE p.oid IN (pg_catalog.to_regprocedure('public.log_user_activity(uuid, varchar, varchar, text, jsonb)'),
+                             pg_catalog.to_regprocedure('public.handle_user_profile_sync()'),
+                             pg_catalog.to_regprocedure('public.update_updated_at_column()'))
+               AND pg_catalog.obj_description(p.oid, 'pg_proc') = 'pgchat: created by 0002_baseline'
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated, service_role', r.name);
+        IF r.proname = 'log_user_activity' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', r.name);
+        END IF;
+    END LOOP;
+END
+$helpers$;

@@ -489,3 +489,36 @@ def test_rollback_all_of_an_adopted_database_refuses_and_keeps_everything(
     assert result.exit_code == 1
     assert "refusing to drop pgchat.usage_ledger" in result.output
     assert dump_schema(prod.admin_dsn) == before
+
+
+def test_the_apps_own_sync_function_is_replaced_and_restored_by_the_rollback(
+        prod: SupabaseDb) -> None:
+    def definition() -> str:
+        row = prod.admin.execute("select pg_get_functiondef("
+                                 "'public.sync_user_conversations(uuid, jsonb)'::regprocedure)"
+                                 ).fetchone()
+        prod.admin.commit()
+        assert row is not None
+        return str(row[0])
+
+    production = definition()
+    assert "pgchat_private" not in production
+    notes = adopt(prod)
+    assert any("replaces the app's function public.sync_user_conversations(uuid,jsonb)" in n
+               for n in notes), notes
+    assert "pgchat_private.sync_user_conversations" in definition()
+    migrate.rollback(prod.dsn, to="0003_usage_ledger")
+    assert definition() == production
+
+
+def test_the_apps_profile_helpers_keep_their_grants(prod: SupabaseDb) -> None:
+    # pgchat does not own the app's log_user_activity / handle_user_profile_sync: 0004 leaves
+    # their EXECUTE grants as they were (pgchat risks reports them instead).
+    query = ("select p.oid::regprocedure::text, p.proacl::text from pg_proc p"
+             " where p.pronamespace = 'public'::regnamespace"
+             " and p.proname in ('log_user_activity', 'handle_user_profile_sync') order by 1")
+    before = prod.admin.execute(query).fetchall()
+    prod.admin.commit()
+    assert before
+    adopt(prod)
+    assert prod.admin.execute(query).fetchall() == before

@@ -13,6 +13,7 @@ import pytest
 
 from pgchat import migrate, risks
 from pgchat.risks import ADVISOR_CHECKS, advisor_findings
+from tests.conftest import SupabaseDb
 
 GRANT_API = " GRANT ALL ON {} TO anon, authenticated;"
 
@@ -178,3 +179,22 @@ def test_an_adopted_legacy_database_is_clean_after_migrate(legacy_db: psycopg.Co
     # What is left belongs to the app (pgchat tolerates it; `pgchat risks` reports it).
     left = advisor_findings(legacy_db, owned_only=False)
     assert all(not risks.is_owned(f.schema, f.name, f.kind) for f in left)
+
+
+def test_the_adopted_production_database_is_clean_as_the_migration_role(prod: SupabaseDb) -> None:
+    # The 7c23e21 fixture on Supabase's permission model, migrated as the non-superuser role.
+    before = {(f.lint, f"{f.schema}.{f.name}") for f in advisor_findings(prod.admin)}
+    assert ("authenticated_security_definer_function_executable",
+            "public.sync_user_conversations(uuid, jsonb)") in before
+    prod.admin.commit()
+    migrate.migrate(prod.dsn)
+    assert advisor_findings(prod.admin) == []
+    left = advisor_findings(prod.admin, owned_only=False)
+    assert left, "the app's own functions are tolerated, not fixed: the advisor still sees them"
+    assert all(not risks.is_owned(f.schema, f.name, f.kind) for f in left)
+
+
+def test_a_fresh_supabase_database_migrated_as_the_migration_role_is_clean(
+        supabase_migrated: SupabaseDb) -> None:
+    assert advisor_findings(supabase_migrated.admin) == []
+    assert advisor_findings(supabase_migrated.admin, owned_only=False) == []
