@@ -114,10 +114,11 @@ def track_usage_query(
 REBUILD_BATCH = 25
 
 
-def users_query(after: UUID | None, limit: int = REBUILD_BATCH) -> Query[list[UUID]]:
+def users_query(after: UUID | None, limit: int | None = None) -> Query[list[UUID]]:
     """The next batch of users (by id) after `after` (None: from the first)."""
     return Query("SELECT id FROM public.profiles WHERE %s::uuid IS NULL OR id > %s"
-                 " ORDER BY id LIMIT %s", (after, after, limit), lambda rows: [r[0] for r in rows])
+                 " ORDER BY id LIMIT %s", (after, after, limit or REBUILD_BATCH),
+                 lambda rows: [r[0] for r in rows])
 
 
 def lock_query(users: list[UUID]) -> Query[None]:
