@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from pgchat import migrate, usage
+from pgchat.errors import MigrationError
 from tests.helpers import migration_ids, session_drift, usage_drift
 from tests.legacy_data import LegacyData
 
@@ -279,3 +280,32 @@ def test_rebuild_holds_one_batch_of_users_at_a_time(
         holder.execute("COMMIT")
     assert errors == []
     assert usage_drift(setup) == []
+
+
+def test_an_interrupted_backfill_is_run_again_and_books_nothing_twice(
+    legacy_dsn: str, legacy: LegacyData, autocommit_conn: Callable[[str], psycopg.Connection]
+) -> None:
+    conn = autocommit_conn(legacy_dsn)
+    writer = autocommit_conn(legacy_dsn)
+    app = App(writer, legacy)
+    migrate.migrate(legacy_dsn, to=SWITCH)
+    writer.execute("BEGIN")
+    again = app.reupload()
+    with running(lambda: migrate.migrate(legacy_dsn, to=BACKFILL)) as errors:
+        wait_until_blocked(conn, "%c_stats_batch%")
+        conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND query LIKE %s", ("%c_stats_batch%",))
+    assert len(errors) == 1 and isinstance(errors[0], MigrationError)
+    assert BACKFILL not in [s.id for s in migrate.status(legacy_dsn) if s.applied]
+    writer.execute("COMMIT")
+    assert migrate.migrate(legacy_dsn, to=BACKFILL) == [BACKFILL]
+    rows = conn.execute(
+        "SELECT count(*), count(DISTINCT event_key) FROM pgchat.usage_ledger").fetchone()
+    assert rows is not None and rows[0] == rows[1]
+    assert sources(conn, [again]) == {again: ["adopted"]}
+    missing = conn.execute(
+        "SELECT count(*) FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''"
+        " AND m.role IN ('user', 'assistant') AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l"
+        " WHERE l.kind = 'message' AND l.event_key = m.id)").fetchone()
+    assert missing == (0,)
+    assert session_drift(conn) == []
