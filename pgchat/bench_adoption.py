@@ -28,7 +28,7 @@ from pgchat import migrate, server, usage
 from pgchat.connect import connect
 from pgchat.paths import migrations_dir, sql_dir
 
-DEFAULT_MESSAGES = 100_000
+DEFAULT_MESSAGES = 1_000_000
 DATABASE = "bench_adoption"
 WRITE_EVERY = 0.05  # seconds between two writes of the writer
 POLL_EVERY = 0.05

@@ -558,6 +558,7 @@ $$;
 CREATE FUNCTION pgchat.rebuild_users(p_users uuid[]) RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO ''
+    SET jit TO 'off'
     AS $$
 DECLARE
     v_daily integer;
@@ -599,7 +600,8 @@ BEGIN
               'total_messages', coalesce(sum(l.messages_sent + l.messages_received), 0),
               'total_tokens', coalesce(sum(l.input_tokens + l.output_tokens), 0),
               'sessions_created', coalesce(sum(l.sessions_created), 0)) AS totals
-          FROM public.profiles pr LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id
+          FROM public.profiles pr
+          LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
           WHERE pr.id = ANY (p_users)
           GROUP BY pr.id) t
     WHERE p.id = t.user_id
@@ -771,6 +773,7 @@ $$;
 CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid, usage_date date, field text, recorded text, expected text)
     LANGUAGE sql STABLE
     SET search_path TO ''
+    SET jit TO 'off'
     AS $$
     WITH pairs AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
