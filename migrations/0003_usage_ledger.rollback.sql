@@ -24,14 +24,12 @@ DROP TRIGGER _500_book_session_created ON public.chat_sessions;
 DROP TRIGGER _000_skip_noop_update ON public.chat_messages;
 DROP TRIGGER _000_skip_noop_update ON public.chat_sessions;
 DROP TRIGGER on_session_updated ON public.chat_sessions;
-DROP INDEX public.idx_chat_messages_session_latest;
 
 DROP FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer);
 DROP FUNCTION public.update_session_stats();
 DROP FUNCTION public.update_session_timestamp();
 
 UPDATE public.user_usage_daily SET active_minutes = active_seconds WHERE active_seconds <> 0 OR active_minutes <> 0;
-ALTER TABLE public.user_usage_daily DROP COLUMN active_seconds;
 
 DROP SCHEMA pgchat CASCADE;
 

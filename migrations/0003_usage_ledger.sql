@@ -20,11 +20,27 @@
 -- whatever the size of the session, and a bulk insert costs one trigger call, not one per row.
 -- No-op updates are suppressed before they write anything.
 --
--- Adoption: messages and sessions already in the database are booked as already counted
--- (source 'adopted') without moving any counter; session statistics are recomputed once.
--- active_minutes received seconds in the legacy code: the seconds move to a new column
--- active_seconds and active_minutes becomes what its name says.
--- depends: 0002_baseline
+-- Adoption online, in steps (README, "Adopting a live database"): 0002a builds the index of
+-- session_latest CONCURRENTLY, 0002b adds user_usage_daily.active_seconds, this migration is
+-- the switch, and 0003a books what is already in the database as already counted (source
+-- 'adopted', moving no counter) and recomputes session statistics, in batches, after it.
+-- The switch is one short transaction whose work does not grow with the number of messages:
+-- it detaches the legacy triggers, creates the ledger (empty) and the functions, moves the
+-- legacy seconds of active_minutes to active_seconds (active_minutes becomes what its name
+-- says) and attaches the new triggers. Between the switch and 0003a, a message counted before
+-- pgchat that is written again is adopted by the trigger, never counted again (see
+-- update_session_stats).
+-- depends: 0002b_usage_active_seconds
+
+-- The switch takes its table locks first, all at once, in the order the legacy write path
+-- takes them (a message, then its session, then the counters, then the profile), so that it
+-- queues behind writers in flight instead of deadlocking with one. The chat tables need ACCESS
+-- EXCLUSIVE (DROP TRIGGER); the counters and profiles SHARE ROW EXCLUSIVE (CREATE TRIGGER,
+-- and no legacy booking in between). Held to commit, which does not take longer with the size
+-- of the database (under 100 ms at 1,000,000 messages: `pgchat bench --adoption`); the readers
+-- of user_usage_daily and profiles are not blocked.
+LOCK TABLE public.chat_messages, public.chat_sessions IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE public.user_usage_daily, public.profiles IN SHARE ROW EXCLUSIVE MODE;
 
 -- Adoption, before anything else changes: take over the app's analytics. Detached (each
 -- definition saved for the rollback, each reason printed):
@@ -187,10 +203,11 @@ CREATE TYPE pgchat.usage_event AS (
 -- A change to one session's statistics: messages and tokens to add (negative to remove).
 CREATE TYPE pgchat.session_delta AS (session_id text, messages integer, tokens bigint);
 
-ALTER TABLE public.user_usage_daily ADD COLUMN active_seconds integer NOT NULL DEFAULT 0;
+-- The legacy seconds move to active_seconds (0002b), in the switch: a legacy booking before it
+-- added seconds to active_minutes, a booking after it adds to active_seconds. One row per user
+-- and day, not per message.
 UPDATE public.user_usage_daily SET active_seconds = active_minutes, active_minutes = active_minutes / 60
 WHERE active_minutes <> 0;
-COMMENT ON COLUMN public.user_usage_daily.active_seconds IS 'Sum of assistant elapsed_time (seconds)';
 COMMENT ON COLUMN public.user_usage_daily.active_minutes IS 'active_seconds / 60, rounded down';
 
 -- Add counts key by key: {"a":1} + {"a":2,"b":1} = {"a":3,"b":1}. Keys only in `a` are kept.
@@ -315,6 +332,28 @@ BEGIN
 END
 $fn$;
 
+-- Book events as counted already (source 'adopted'), moving no counter: what the legacy code
+-- counted before pgchat. Already-booked keys are skipped. Returns how many were adopted now.
+CREATE FUNCTION pgchat.adopt_usage(p_events pgchat.usage_event[])
+RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
+DECLARE
+    v_adopted integer;
+BEGIN
+    INSERT INTO pgchat.usage_ledger AS l (
+        kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
+        input_tokens, output_tokens, model, sessions_created, active_seconds, source)
+    SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+           coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
+           coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
+           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), 'adopted'
+    FROM unnest(p_events) AS e
+    ORDER BY e.kind, e.event_key
+    ON CONFLICT (kind, event_key) DO NOTHING;
+    GET DIAGNOSTICS v_adopted = ROW_COUNT;
+    RETURN v_adopted;
+END
+$fn$;
+
 -- The newest successful message of a session: what its "last message" fields show. Ties on
 -- the timestamp go to the highest id, so the answer never depends on the physical row order.
 -- Served by idx_chat_messages_session_latest: O(log n), whatever the session's size.
@@ -378,11 +417,6 @@ BEGIN
            OR s.last_model IS DISTINCT FROM last.model);
 END
 $fn$;
-
--- The index behind refresh_sessions: the newest successful message of a session.
-CREATE INDEX IF NOT EXISTS idx_chat_messages_session_latest
-    ON public.chat_messages (session_id, message_timestamp DESC, id DESC)
-    WHERE coalesce(error_message, '') = '';
 
 -- What the triggers need to know of a message: everything but its content, so that a bulk
 -- write does not copy message bodies around. Built from the transition tables.
@@ -458,6 +492,13 @@ BEGIN
         v_sessions);
     PERFORM pgchat.refresh_sessions(
         pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
+    -- A row whose old version was counted and is not in the ledger was counted by the legacy
+    -- code, before pgchat: between the switch (0003) and the backfill (0003a) reaching it, the
+    -- old frontend may write it again. It is adopted (booked, counting nothing), so that the
+    -- booking below skips it. Rows booked since the switch are in the ledger: a no-op for them.
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM pgchat.adopt_usage(pgchat.message_events(v_old));
+    END IF;
     IF TG_OP <> 'DELETE' THEN
         PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
     END IF;
@@ -550,26 +591,8 @@ COMMENT ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, 
     'p_session_created), the same key the triggers use, so an event reported by both counts once. '
     'Returns true if it was counted now, false if that key was already counted.';
 
--- Adoption: what is already in the database has already been counted (inflated or not);
--- book it without moving a counter. `pgchat usage rebuild` then repairs the counters.
-INSERT INTO pgchat.usage_ledger (kind, event_key, user_id, usage_date, session_id,
-    sessions_created, source)
-SELECT 'session', s.id, s.user_id, (s.created_at AT TIME ZONE 'UTC')::date, s.id, 1, 'adopted'
-FROM public.chat_sessions s;
-
-INSERT INTO pgchat.usage_ledger (kind, event_key, user_id, usage_date, session_id, messages_sent,
-    messages_received, input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id, e.messages_sent,
-       e.messages_received, e.input_tokens, e.output_tokens, e.model, e.sessions_created,
-       e.active_seconds, 'adopted'
-FROM unnest(pgchat.message_events(ARRAY(
-    SELECT ROW(m.id, m.session_id, m.role, coalesce(m.error_message, '') = '', m.total_tokens,
-               m.input_tokens, m.output_tokens, m.model, m.elapsed_time,
-               m.message_timestamp)::pgchat.message_facts
-    FROM public.chat_messages m))) AS e;
-
 -- Session statistics computed from scratch: what the triggers maintain incrementally. Used
--- once by the adoption below, and by pgchat.session_stats_drift() to prove they agree.
+-- once by the adoption (0003a), and by pgchat.session_stats_drift() to prove they agree.
 CREATE VIEW pgchat.session_stats_expected AS
 SELECT s.id,
        coalesce(agg.messages, 0)::integer AS message_count,
@@ -582,22 +605,6 @@ LEFT JOIN (SELECT m.session_id, count(*) AS messages, sum(coalesce(m.total_token
            FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''
            GROUP BY m.session_id) agg ON agg.session_id = s.id
 LEFT JOIN LATERAL pgchat.session_latest(s.id) last ON true;
-
--- Session statistics are recomputed while no trigger is attached (the adoption block above
--- detached the legacy ones), so the correction (failed messages no longer counted) does not
--- touch updated_at.
-
-UPDATE public.chat_sessions s SET
-    message_count = e.message_count,
-    total_tokens = e.total_tokens,
-    last_message_timestamp = e.last_message_timestamp,
-    last_message_preview = e.last_message_preview,
-    last_model = e.last_model
-FROM pgchat.session_stats_expected e
-WHERE s.id = e.id
-  AND (s.message_count, s.total_tokens, s.last_message_timestamp, s.last_message_preview, s.last_model)
-      IS DISTINCT FROM
-      (e.message_count, e.total_tokens, e.last_message_timestamp, e.last_message_preview, e.last_model);
 
 -- Trigger order is name order: the _000 suppressor runs first and drops no-op updates.
 CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_messages
@@ -686,35 +693,97 @@ LANGUAGE sql STABLE SET search_path = '' AS $fn$
     ORDER BY 1, 2 NULLS FIRST, 3
 $fn$;
 
--- The locks of a rebuild, in the write paths' order: the profiles, then the whole counter
--- table (bookings wait until the rebuild commits, so none is lost or counted twice).
+-- usage_drift for a batch of users, through the indexes (a rebuild batch reads only its
+-- users' rows; usage_drift(NULL) reads everything once). Without JIT: the planner's estimate
+-- for an array of unknown size would compile a few hundred milliseconds of code for a few
+-- milliseconds of work, while the batch holds its users' locks.
+CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[])
+RETURNS TABLE (user_id uuid, usage_date date, field text, recorded text, expected text)
+LANGUAGE sql STABLE SET search_path = '' SET jit = off AS $fn$
+    WITH pairs AS (
+        SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
+               jsonb_build_object(
+                   'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
+                   'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
+                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
+                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
+                   'active_minutes', u.active_minutes) AS rec,
+               jsonb_build_object(
+                   'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
+                   'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
+                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
+                   'sessions_created', coalesce(e.sessions_created, 0),
+                   'active_seconds', coalesce(e.active_seconds, 0),
+                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
+        FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
+            ON e.user_id = u.user_id AND e.usage_date = u.usage_date
+    ), profile_pairs AS (
+        SELECT p.id AS user_id, NULL::date AS usage_date,
+               jsonb_build_object(
+                   'total_messages', (p.usage_stats ->> 'total_messages')::bigint,
+                   'total_tokens', (p.usage_stats ->> 'total_tokens')::bigint,
+                   'sessions_created', (p.usage_stats ->> 'sessions_created')::bigint) AS rec,
+               jsonb_build_object(
+                   'total_messages', coalesce(t.messages, 0), 'total_tokens', coalesce(t.tokens, 0),
+                   'sessions_created', coalesce(t.sessions, 0)) AS exp
+        FROM public.profiles p
+        LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
+                          sum(l.input_tokens + l.output_tokens) AS tokens,
+                          sum(l.sessions_created) AS sessions
+                   FROM pgchat.usage_ledger l WHERE l.user_id = ANY (p_users)
+                   GROUP BY l.user_id) t ON t.user_id = p.id
+        WHERE p.id = ANY (p_users)
+    )
+    SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
+    FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
+    CROSS JOIN LATERAL jsonb_object_keys(x.exp) AS k(key)
+    WHERE (x.rec -> k.key) IS DISTINCT FROM (x.exp -> k.key)
+      -- a day with no counter row and nothing expected is not drift
+      AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
+               AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+    ORDER BY 1, 2 NULLS FIRST, 3
+$fn$;
+
+-- The lock of a rebuild: the users' profiles, by id. Every booking path locks the profile
+-- first (lock_in_order, track_user_usage), so a user's bookings wait until the rebuild of that
+-- user commits (none lost, none counted twice) and everybody else's go on. Call it as a
+-- statement of its own: what follows then reads the bookings it waited for.
 CREATE FUNCTION pgchat.lock_for_rebuild(p_user_id uuid DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = '' AS $fn$
 BEGIN
     PERFORM 1 FROM public.profiles WHERE p_user_id IS NULL OR id = p_user_id
     ORDER BY id FOR NO KEY UPDATE;
-    LOCK TABLE public.user_usage_daily IN SHARE ROW EXCLUSIVE MODE;
 END
 $fn$;
 
--- Rewrite the counters from the ledger (all users, or one). Days without ledger events are
--- zeroed, never deleted. Holds a lock that makes concurrent bookings wait, so none is lost.
--- Returns the number of daily rows and profiles that changed.
-CREATE FUNCTION pgchat.rebuild_usage(p_user_id uuid DEFAULT NULL)
-RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
+-- The same for a batch of users (`pgchat usage rebuild` works batch by batch, one
+-- transaction each, so that no booking waits behind more than one batch).
+CREATE FUNCTION pgchat.lock_users_for_rebuild(p_users uuid[])
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+    PERFORM 1 FROM public.profiles WHERE id = ANY (p_users) ORDER BY id FOR NO KEY UPDATE;
+END
+$fn$;
+
+-- Rewrite the counters of a batch of users from the ledger. Days without ledger events are
+-- zeroed, never deleted. The caller holds the users' lock (lock_users_for_rebuild, as a
+-- statement of its own), so no booking of theirs is lost. Returns the number of daily rows
+-- and profiles that changed. Without JIT, as usage_drift_of.
+CREATE FUNCTION pgchat.rebuild_users(p_users uuid[])
+RETURNS integer LANGUAGE plpgsql SET search_path = '' SET jit = off AS $fn$
 DECLARE
     v_daily integer;
     v_profiles integer;
 BEGIN
-    PERFORM pgchat.lock_for_rebuild(p_user_id);
     WITH target AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
                coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
                coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
                coalesce(e.total_tokens, 0) AS total_tokens, coalesce(e.models_used, '{}'::jsonb) AS models_used,
                coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds
-        FROM (SELECT * FROM public.user_usage_daily x WHERE p_user_id IS NULL OR x.user_id = p_user_id) u
-        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE p_user_id IS NULL OR y.user_id = p_user_id) e
+        FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
     ), written AS (
         INSERT INTO public.user_usage_daily AS u (user_id, usage_date, messages_sent, messages_received,
@@ -743,13 +812,28 @@ BEGIN
               'total_messages', coalesce(sum(l.messages_sent + l.messages_received), 0),
               'total_tokens', coalesce(sum(l.input_tokens + l.output_tokens), 0),
               'sessions_created', coalesce(sum(l.sessions_created), 0)) AS totals
-          FROM public.profiles pr LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id
-          WHERE p_user_id IS NULL OR pr.id = p_user_id
+          FROM public.profiles pr
+          LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
+          WHERE pr.id = ANY (p_users)
           GROUP BY pr.id) t
     WHERE p.id = t.user_id
       AND coalesce(p.usage_stats, '{}'::jsonb) || t.totals IS DISTINCT FROM p.usage_stats;
     GET DIAGNOSTICS v_profiles = ROW_COUNT;
     RETURN v_daily + v_profiles;
+END
+$fn$;
+
+-- Rewrite the counters from the ledger (all users, or one) in the caller's transaction, under
+-- the profiles' locks: the one-transaction form (every booking of the users waits until it
+-- commits). `pgchat usage rebuild` goes batch by batch instead (rebuild_users).
+CREATE FUNCTION pgchat.rebuild_usage(p_user_id uuid DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+    PERFORM pgchat.lock_for_rebuild(p_user_id);
+    RETURN pgchat.rebuild_users(CASE WHEN p_user_id IS NOT NULL THEN ARRAY[p_user_id] ELSE ARRAY(
+        SELECT p.id FROM public.profiles p
+        UNION SELECT u.user_id FROM public.user_usage_daily u
+        UNION SELECT l.user_id FROM pgchat.usage_ledger l) END);
 END
 $fn$;
 

@@ -576,10 +576,17 @@ def demo_command(dsn: str | None, as_json: bool, yes: bool) -> None:
 @click.option("--sync-curve", "sync_curve", is_flag=True,
               help="Only the sync scaling curve: one sync of N = 1,000 to 100,000 conversations "
               "of one message (--quick: 250 to 1,000); prints conversations vs seconds.")
+@click.option("--adoption", is_flag=True,
+              help="Only the online adoption: build a legacy database of --messages messages, "
+              "run migrate and usage rebuild --yes while a writer and a reader work; prints "
+              "the longest write wait, times, errors, size growth, rows kept, verify.")
+@click.option("--messages", type=click.IntRange(min=500),
+              help="Size of the --adoption database (default 1,000,000: under a minute here).")
 def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
                   exchanges: int | None, writers: int | None, seconds: float | None,
                   quick: bool, as_json: bool, out: Path | None, plot_path: Path | None,
-                  strict: bool, sync_curve: bool) -> None:
+                  strict: bool, sync_curve: bool, adoption: bool,
+                  messages: int | None) -> None:
     """Measure the legacy schema, pgchat and the same writes with no triggers (the floor).
 
     On a throwaway server (three databases: legacy, pgchat, floor): bulk sync of one
@@ -592,6 +599,17 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
     if pg_bin is not None and dsn is not None:
         raise click.UsageError("--pg-bin starts a throwaway server; --dsn uses an existing one: "
                                "give one of them")
+    if messages is not None and not adoption:
+        raise click.UsageError("--messages is the size of --adoption: give --adoption too")
+    if adoption:
+        adoption_api = _checkout_only("bench_adoption")
+        result = adoption_api.run(messages or adoption_api.DEFAULT_MESSAGES, dsn=dsn,
+                                  bin_dir=pg_bin, progress=lambda line: click.echo(line, err=True))
+        if as_json:
+            emit_json(result.to_json())
+        else:
+            click.echo(adoption_api.render(result), nl=False)
+        sys.exit(0)
     if sync_curve:
         sizes = bench_api.SYNC_CURVE_QUICK if quick else bench_api.SYNC_CURVE_SIZES
         points = bench_api.sync_curve(sizes, dsn=dsn, bin_dir=pg_bin,

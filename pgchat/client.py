@@ -133,10 +133,25 @@ class AsyncClient:
         """Rewrite the counters from the ledger and commit; returns what was repaired."""
         usage.check_idle(self.conn.info.transaction_status)
         user = None if user_id is None else as_uuid(user_id)
+        repaired: list[Drift] = []
+        after: UUID | None = None
         with translated():
-            async with self.conn.transaction(force_rollback=dry_run):
-                await run_async(self.conn, usage.lock_query(user))
-                drift = await run_async(self.conn, usage.verify_query(user))
-                if drift and not dry_run:
-                    await run_async(self.conn, usage.rebuild_query(user))
-        return drift
+            if dry_run or user is not None:  # the preview; refuses an unknown user
+                async with self.conn.transaction(force_rollback=True):
+                    planned = await run_async(self.conn, usage.verify_query(user))
+                if dry_run:
+                    return planned
+            while True:  # batch by batch, as usage.rebuild
+                async with self.conn.transaction():
+                    users = [user] if user is not None else await run_async(
+                        self.conn, usage.users_query(after))
+                    if users:
+                        await run_async(self.conn, usage.lock_query(users))
+                        drift = await run_async(self.conn, usage.drift_query(users))
+                        if drift:
+                            await run_async(self.conn, usage.rebuild_query(users))
+                        repaired += drift
+                if not users or user is not None:
+                    break
+                after = users[-1]
+        return sorted(repaired, key=usage.drift_order)

@@ -165,11 +165,30 @@ def status(dsn: str) -> list[MigrationState]:
 
 
 def _run_one(backend: _Backend, migration: Any, direction: str, lock_timeout: str) -> None:
-    """Apply or roll back one migration, its bookkeeping and checksum, in one transaction."""
+    """Apply or roll back one migration, its bookkeeping and checksum, in one transaction.
+
+    A migration declaring `-- transactional: false` (an index built CONCURRENTLY, a backfill
+    committing batch by batch) runs its statements outside a transaction, with the same
+    lock_timeout; its bookkeeping commits after it. Such a migration is resumable by design:
+    interrupted, it is not recorded, and the next run applies it again from the start. Its
+    rollback runs in a transaction like any other.
+    """
+    migration.load()  # reads the directives (use_transactions)
+    if direction == "rollback":
+        # A rollback is all or nothing, in the caller's transaction: the rollback files of
+        # non-transactional migrations are written to run inside one.
+        migration.use_transactions = True
     try:
+        if not migration.use_transactions:
+            backend.execute("SELECT set_config('lock_timeout', :t, false)", {"t": lock_timeout})
+            try:
+                migration.process_steps(backend, direction)
+            finally:
+                backend.execute("RESET lock_timeout")
         with backend.transaction():
             backend.execute("SELECT set_config('lock_timeout', :t, true)", {"t": lock_timeout})
-            migration.process_steps(backend, direction)
+            if migration.use_transactions:
+                migration.process_steps(backend, direction)
             if direction == "apply":
                 backend.mark_one(migration, log=False)
                 backend.log_migration(migration, "apply")  # mark_one would log "mark"
@@ -344,8 +363,20 @@ def _record(mid: str) -> str:
     )
 
 
+_CONCURRENTLY = re.compile(r"\s+CONCURRENTLY\b")
+_NON_TRANSACTIONAL = re.compile(r"^--\s*transactional:\s*false\s*$", re.MULTILINE)
+
+
 def _body(mid: str) -> str:
-    return (migrations_dir() / f"{mid}.sql").read_text()
+    """A migration as a script runs it: inside one transaction. The online form of a
+    non-transactional migration becomes its one-transaction form: indexes are built and
+    dropped without CONCURRENTLY (which no transaction allows), and its batches do not commit
+    (pgchat.one_transaction, which they read)."""
+    text = (migrations_dir() / f"{mid}.sql").read_text()
+    if not _NON_TRANSACTIONAL.search(text):
+        return text
+    return ("SELECT set_config('pgchat.one_transaction', 'on', true);\n"
+            + _CONCURRENTLY.sub("", text))
 
 
 def pending_ids(dsn: str | None) -> list[str]:

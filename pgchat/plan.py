@@ -174,14 +174,8 @@ def _plan_0003(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                         " _500_book_session_created on chat_sessions; _000_skip_noop_update,"
                         " _500_session_stats_insert/update/delete on chat_messages;"
                         " _900_forget_usage on profiles")
-    plan.actions.append("adds column public.user_usage_daily.active_seconds")
     if not _exists(conn, "public.chat_sessions"):
         return
-    sessions = _scalar(conn, "SELECT count(*) FROM public.chat_sessions")
-    messages = _scalar(conn, "SELECT count(*) FROM public.chat_messages WHERE role IN"
-                             " ('user', 'assistant') AND coalesce(error_message, '') = ''")
-    plan.actions.append(f"backfills the usage ledger: {sessions} session(s) and {messages}"
-                        " successful message(s), booked as already counted (no counter moves)")
     minutes = _scalar(conn, "SELECT count(*) FROM public.user_usage_daily"
                             " WHERE active_minutes <> 0")
     plan.actions.append(f"converts active_minutes (legacy seconds) of {minutes} user_usage_daily"
@@ -197,8 +191,29 @@ def _plan_0003(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                    GROUP BY session_id) m ON m.session_id = s.id
         WHERE (s.message_count, s.total_tokens) IS DISTINCT FROM
               (coalesce(m.n, 0)::integer, coalesce(m.tokens, 0)::integer)""")
-    plan.actions.append(f"recomputes session statistics: {stale} of {sessions} session(s) have"
-                        " counts that change (failed messages are no longer counted)")
+    sessions = _scalar(conn, "SELECT count(*) FROM public.chat_sessions")
+    plan.actions.append(f"recomputes session statistics (0003a): {stale} of {sessions} session(s)"
+                        " have counts that change (failed messages are no longer counted)")
+
+
+def _plan_0002a(conn: psycopg.Connection, plan: MigrationPlan) -> None:
+    plan.actions.append("builds index public.idx_chat_messages_session_latest CONCURRENTLY"
+                        " (the app keeps writing)")
+
+
+def _plan_0002b(conn: psycopg.Connection, plan: MigrationPlan) -> None:
+    plan.actions.append("adds column public.user_usage_daily.active_seconds")
+
+
+def _plan_0003a(conn: psycopg.Connection, plan: MigrationPlan) -> None:
+    if not _exists(conn, "public.chat_sessions"):
+        return
+    sessions = _scalar(conn, "SELECT count(*) FROM public.chat_sessions")
+    messages = _scalar(conn, "SELECT count(*) FROM public.chat_messages WHERE role IN"
+                             " ('user', 'assistant') AND coalesce(error_message, '') = ''")
+    plan.actions.append(f"backfills the usage ledger: {sessions} session(s) and {messages}"
+                        " successful message(s), booked as already counted (no counter moves),"
+                        " in committed batches")
 
 
 def _plan_0004(conn: psycopg.Connection, plan: MigrationPlan) -> None:
@@ -211,7 +226,9 @@ def _plan_0004(conn: psycopg.Connection, plan: MigrationPlan) -> None:
 
 
 _PLANNERS = {"0001_supabase_standin": _plan_0001, "0002_baseline": _plan_0002,
-             "0003_usage_ledger": _plan_0003, "0004_sync_and_exchange": _plan_0004}
+             "0002a_session_latest_index": _plan_0002a,
+             "0002b_usage_active_seconds": _plan_0002b, "0003_usage_ledger": _plan_0003,
+             "0003a_adopt_existing_rows": _plan_0003a, "0004_sync_and_exchange": _plan_0004}
 
 
 def plan(dsn: str, ids: list[str]) -> list[MigrationPlan]:

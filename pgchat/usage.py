@@ -108,12 +108,30 @@ def track_usage_query(
     )
 
 
-def lock_query(user_id: UUID | None) -> Query[None]:
-    return Query("SELECT pgchat.lock_for_rebuild(%s)", (user_id,), lambda rows: None)
+# `rebuild` goes batch by batch of users, one transaction each: a booking waits at most for
+# the batch of its user (a few hundred milliseconds at a few hundred messages per user), and
+# everybody else's bookings go on.
+REBUILD_BATCH = 25
 
 
-def rebuild_query(user_id: UUID | None) -> Query[None]:
-    return Query("SELECT pgchat.rebuild_usage(%s)", (user_id,), lambda rows: None)
+def users_query(after: UUID | None, limit: int | None = None) -> Query[list[UUID]]:
+    """The next batch of users (by id) after `after` (None: from the first)."""
+    return Query("SELECT id FROM public.profiles WHERE %s::uuid IS NULL OR id > %s"
+                 " ORDER BY id LIMIT %s", (after, after, limit or REBUILD_BATCH),
+                 lambda rows: [r[0] for r in rows])
+
+
+def lock_query(users: list[UUID]) -> Query[None]:
+    return Query("SELECT pgchat.lock_users_for_rebuild(%s::uuid[])", (users,), lambda rows: None)
+
+
+def drift_query(users: list[UUID]) -> Query[list[Drift]]:
+    return Query("SELECT * FROM pgchat.usage_drift_of(%s::uuid[])", (users,),
+                 lambda rows: [Drift(*r) for r in rows])
+
+
+def rebuild_query(users: list[UUID]) -> Query[None]:
+    return Query("SELECT pgchat.rebuild_users(%s::uuid[])", (users,), lambda rows: None)
 
 
 def check_idle(status: pq.TransactionStatus) -> None:
@@ -132,20 +150,43 @@ def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
             dry_run: bool = False) -> list[Drift]:
     """Rewrite user_usage_daily and profiles.usage_stats from the ledger, and commit.
 
-    Returns the differences that were (or, with `dry_run`, would be) repaired. The drift is read
-    under the lock the rewrite holds, so what is reported is exactly what is changed. Runs in a
-    transaction of its own, committed before it returns (rolled back with `dry_run` or on an
-    error); a connection already inside a transaction is refused (UsageError), so the repair is
-    never left uncommitted in the caller's transaction.
+    Returns the differences that were (or, with `dry_run`, would be) repaired. Online: the
+    users are rebuilt batch by batch, each batch in a transaction of its own that locks its
+    users' profiles (the first lock of every booking), reads their drift under that lock and
+    rewrites it, then commits; so what is reported is exactly what is changed, and no booking
+    waits behind more than one batch. `dry_run` only reads (pgchat.usage_drift), taking no lock.
+    A connection already inside a transaction is refused (UsageError), so the repair is never
+    left uncommitted in the caller's transaction.
     """
     check_idle(conn.info.transaction_status)
     user = _user(user_id)
-    with translated(), conn.transaction(force_rollback=dry_run):
-        run(conn, lock_query(user))
-        drift = run(conn, verify_query(user))
-        if drift and not dry_run:
-            run(conn, rebuild_query(user))
-    return drift
+    if dry_run:
+        with translated(), conn.transaction(force_rollback=True):
+            return run(conn, verify_query(user))
+    repaired: list[Drift] = []
+    after: UUID | None = None
+    with translated():
+        if user is not None:
+            with conn.transaction(force_rollback=True):
+                run(conn, verify_query(user))  # refuses an unknown user
+        while True:
+            with conn.transaction():
+                users = [user] if user is not None else run(conn, users_query(after))
+                if users:
+                    run(conn, lock_query(users))
+                    drift = run(conn, drift_query(users))
+                    if drift:
+                        run(conn, rebuild_query(users))
+                    repaired += drift
+            if not users or user is not None:
+                break
+            after = users[-1]
+    return sorted(repaired, key=drift_order)
+
+
+def drift_order(d: Drift) -> tuple[UUID, bool, date, str]:
+    """verify's order: by user, the days first (oldest first), then the profile totals."""
+    return (d.user_id, d.usage_date is None, d.usage_date or date.min, d.field)
 
 
 def show(conn: psycopg.Connection[Any], user_id: UUID | str, date_from: date | None = None,

@@ -153,6 +153,32 @@ CREATE FUNCTION auth.uid() RETURNS uuid
     $$;
 
 --
+-- Name: adopt_usage(pgchat.usage_event[]); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.adopt_usage(p_events pgchat.usage_event[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_adopted integer;
+BEGIN
+    INSERT INTO pgchat.usage_ledger AS l (
+        kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
+        input_tokens, output_tokens, model, sessions_created, active_seconds, source)
+    SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+           coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
+           coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
+           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), 'adopted'
+    FROM unnest(p_events) AS e
+    ORDER BY e.kind, e.event_key
+    ON CONFLICT (kind, event_key) DO NOTHING;
+    GET DIAGNOSTICS v_adopted = ROW_COUNT;
+    RETURN v_adopted;
+END
+$$;
+
+--
 -- Name: assert_acting_for(uuid); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
@@ -331,7 +357,6 @@ CREATE FUNCTION pgchat.lock_for_rebuild(p_user_id uuid DEFAULT NULL::uuid) RETUR
 BEGIN
     PERFORM 1 FROM public.profiles WHERE p_user_id IS NULL OR id = p_user_id
     ORDER BY id FOR NO KEY UPDATE;
-    LOCK TABLE public.user_usage_daily IN SHARE ROW EXCLUSIVE MODE;
 END
 $$;
 
@@ -346,6 +371,19 @@ CREATE FUNCTION pgchat.lock_in_order(p_users uuid[], p_sessions text[]) RETURNS 
 BEGIN
     PERFORM 1 FROM public.profiles WHERE id = ANY (p_users) ORDER BY id FOR NO KEY UPDATE;
     PERFORM 1 FROM public.chat_sessions WHERE id = ANY (p_sessions) ORDER BY id FOR NO KEY UPDATE;
+END
+$$;
+
+--
+-- Name: lock_users_for_rebuild(uuid[]); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.lock_users_for_rebuild(p_users uuid[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+BEGIN
+    PERFORM 1 FROM public.profiles WHERE id = ANY (p_users) ORDER BY id FOR NO KEY UPDATE;
 END
 $$;
 
@@ -504,19 +542,36 @@ CREATE FUNCTION pgchat.rebuild_usage(p_user_id uuid DEFAULT NULL::uuid) RETURNS 
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
+BEGIN
+    PERFORM pgchat.lock_for_rebuild(p_user_id);
+    RETURN pgchat.rebuild_users(CASE WHEN p_user_id IS NOT NULL THEN ARRAY[p_user_id] ELSE ARRAY(
+        SELECT p.id FROM public.profiles p
+        UNION SELECT u.user_id FROM public.user_usage_daily u
+        UNION SELECT l.user_id FROM pgchat.usage_ledger l) END);
+END
+$$;
+
+--
+-- Name: rebuild_users(uuid[]); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.rebuild_users(p_users uuid[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
 DECLARE
     v_daily integer;
     v_profiles integer;
 BEGIN
-    PERFORM pgchat.lock_for_rebuild(p_user_id);
     WITH target AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
                coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
                coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
                coalesce(e.total_tokens, 0) AS total_tokens, coalesce(e.models_used, '{}'::jsonb) AS models_used,
                coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds
-        FROM (SELECT * FROM public.user_usage_daily x WHERE p_user_id IS NULL OR x.user_id = p_user_id) u
-        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE p_user_id IS NULL OR y.user_id = p_user_id) e
+        FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
     ), written AS (
         INSERT INTO public.user_usage_daily AS u (user_id, usage_date, messages_sent, messages_received,
@@ -545,8 +600,9 @@ BEGIN
               'total_messages', coalesce(sum(l.messages_sent + l.messages_received), 0),
               'total_tokens', coalesce(sum(l.input_tokens + l.output_tokens), 0),
               'sessions_created', coalesce(sum(l.sessions_created), 0)) AS totals
-          FROM public.profiles pr LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id
-          WHERE p_user_id IS NULL OR pr.id = p_user_id
+          FROM public.profiles pr
+          LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
+          WHERE pr.id = ANY (p_users)
           GROUP BY pr.id) t
     WHERE p.id = t.user_id
       AND coalesce(p.usage_stats, '{}'::jsonb) || t.totals IS DISTINCT FROM p.usage_stats;
@@ -699,6 +755,60 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
                           sum(l.sessions_created) AS sessions
                    FROM pgchat.usage_ledger l GROUP BY l.user_id) t ON t.user_id = p.id
         WHERE p_user_id IS NULL OR p.id = p_user_id
+    )
+    SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
+    FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
+    CROSS JOIN LATERAL jsonb_object_keys(x.exp) AS k(key)
+    WHERE (x.rec -> k.key) IS DISTINCT FROM (x.exp -> k.key)
+      -- a day with no counter row and nothing expected is not drift
+      AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
+               AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+    ORDER BY 1, 2 NULLS FIRST, 3
+$$;
+
+--
+-- Name: usage_drift_of(uuid[]); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid, usage_date date, field text, recorded text, expected text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    SET jit TO 'off'
+    AS $$
+    WITH pairs AS (
+        SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
+               jsonb_build_object(
+                   'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
+                   'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
+                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
+                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
+                   'active_minutes', u.active_minutes) AS rec,
+               jsonb_build_object(
+                   'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
+                   'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
+                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
+                   'sessions_created', coalesce(e.sessions_created, 0),
+                   'active_seconds', coalesce(e.active_seconds, 0),
+                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
+        FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
+            ON e.user_id = u.user_id AND e.usage_date = u.usage_date
+    ), profile_pairs AS (
+        SELECT p.id AS user_id, NULL::date AS usage_date,
+               jsonb_build_object(
+                   'total_messages', (p.usage_stats ->> 'total_messages')::bigint,
+                   'total_tokens', (p.usage_stats ->> 'total_tokens')::bigint,
+                   'sessions_created', (p.usage_stats ->> 'sessions_created')::bigint) AS rec,
+               jsonb_build_object(
+                   'total_messages', coalesce(t.messages, 0), 'total_tokens', coalesce(t.tokens, 0),
+                   'sessions_created', coalesce(t.sessions, 0)) AS exp
+        FROM public.profiles p
+        LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
+                          sum(l.input_tokens + l.output_tokens) AS tokens,
+                          sum(l.sessions_created) AS sessions
+                   FROM pgchat.usage_ledger l WHERE l.user_id = ANY (p_users)
+                   GROUP BY l.user_id) t ON t.user_id = p.id
+        WHERE p.id = ANY (p_users)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -1335,6 +1445,13 @@ BEGIN
         v_sessions);
     PERFORM pgchat.refresh_sessions(
         pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
+    -- A row whose old version was counted and is not in the ledger was counted by the legacy
+    -- code, before pgchat: between the switch (0003) and the backfill (0003a) reaching it, the
+    -- old frontend may write it again. It is adopted (booked, counting nothing), so that the
+    -- booking below skips it. Rows booked since the switch are in the ledger: a no-op for them.
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM pgchat.adopt_usage(pgchat.message_events(v_old));
+    END IF;
     IF TG_OP <> 'DELETE' THEN
         PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
     END IF;
@@ -2233,6 +2350,12 @@ GRANT ALL ON FUNCTION auth.uid() TO authenticated;
 GRANT ALL ON FUNCTION auth.uid() TO service_role;
 
 --
+-- Name: FUNCTION adopt_usage(p_events pgchat.usage_event[]); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.adopt_usage(p_events pgchat.usage_event[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION assert_acting_for(p_user_id uuid); Type: ACL; Schema: pgchat; Owner: -
 --
 
@@ -2275,6 +2398,12 @@ REVOKE ALL ON FUNCTION pgchat.lock_for_rebuild(p_user_id uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgchat.lock_in_order(p_users uuid[], p_sessions text[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION lock_users_for_rebuild(p_users uuid[]); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.lock_users_for_rebuild(p_users uuid[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION message_deltas(p_rows pgchat.message_facts[], p_sign integer); Type: ACL; Schema: pgchat; Owner: -
 --
 
@@ -2297,6 +2426,12 @@ REVOKE ALL ON FUNCTION pgchat.parse_messages(p_conversations jsonb) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION pgchat.rebuild_usage(p_user_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION rebuild_users(p_users uuid[]); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.rebuild_users(p_users uuid[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION refresh_sessions(p_deltas pgchat.session_delta[]); Type: ACL; Schema: pgchat; Owner: -
@@ -2333,6 +2468,12 @@ REVOKE ALL ON FUNCTION pgchat.tg_profiles__forget_usage() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION pgchat.usage_drift(p_user_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION usage_drift_of(p_users uuid[]); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.usage_drift_of(p_users uuid[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION validate_integrity(); Type: ACL; Schema: pgchat; Owner: -

@@ -1,0 +1,101 @@
+-- Adoption, after the switch (0003): what is already in the database has already been counted
+-- by the legacy code (inflated or not). Each session and each successful message is booked in
+-- the ledger as such (source 'adopted') without moving any counter, and session statistics are
+-- recomputed from the messages (the legacy trigger counted failed messages too). `pgchat usage
+-- rebuild` then repairs the counters from the ledger.
+--
+-- Online: batches keyed by primary-key ranges, each committed on its own, so the app's writes
+-- never wait behind more than one batch. Booking takes no lock on an app table (a concurrent
+-- booking of the same key waits for the batch's commit at most); a statistics batch locks its
+-- sessions' profiles, then the sessions, by id: the one lock order of the write paths.
+-- Resumable: every step is idempotent (ON CONFLICT DO NOTHING; statistics recomputed from
+-- scratch), so a run interrupted anywhere is simply run again, from the start. Rows written
+-- since the switch are booked already by the triggers and skipped here.
+-- In a one-transaction script (`pgchat sql`, Supabase files) pgchat.one_transaction is on and
+-- the batches share the script's transaction.
+-- transactional: false
+-- depends: 0003_usage_ledger
+
+DO $adopt$
+DECLARE
+    c_batch CONSTANT integer := 5000;        -- sessions or messages booked per transaction
+    c_stats_batch CONSTANT integer := 200;   -- sessions recomputed per transaction
+    v_commit CONSTANT boolean := coalesce(current_setting('pgchat.one_transaction', true), '') <> 'on';
+    v_last text := '';        -- keyset position: the last id done (none yet while NOT v_done)
+    v_done boolean := false;
+    v_next text;
+    v_ids text[];
+    v_facts pgchat.message_facts[];
+    v_sessions bigint := 0;
+    v_messages bigint := 0;
+BEGIN
+    LOOP  -- sessions: sessions_created, on the UTC date of created_at
+        SELECT array_agg(s.id ORDER BY s.id) INTO v_ids
+        FROM (SELECT c.id FROM public.chat_sessions c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_batch) s;
+        EXIT WHEN v_ids IS NULL;
+        v_sessions := v_sessions + pgchat.adopt_usage(ARRAY(
+            SELECT ROW('session', s.id, s.user_id, (s.created_at AT TIME ZONE 'UTC')::date, s.id,
+                       0, 0, 0, 0, NULL, 1, 0)::pgchat.usage_event
+            FROM public.chat_sessions s WHERE s.id = ANY (v_ids)));
+        v_last := v_ids[cardinality(v_ids)];
+        v_done := true;
+        IF v_commit THEN COMMIT; END IF;
+    END LOOP;
+
+    v_last := '';
+    v_done := false;
+    LOOP  -- messages: what the triggers would have booked (pgchat.message_events)
+        SELECT array_agg(ROW(m.id, m.session_id, m.role, coalesce(m.error_message, '') = '',
+                             m.total_tokens, m.input_tokens, m.output_tokens, m.model,
+                             m.elapsed_time, m.message_timestamp)::pgchat.message_facts),
+               max(m.id)
+        INTO v_facts, v_next
+        FROM (SELECT c.id, c.session_id, c.role, c.error_message, c.total_tokens, c.input_tokens,
+                     c.output_tokens, c.model, c.elapsed_time, c.message_timestamp
+              FROM public.chat_messages c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_batch) m;
+        EXIT WHEN v_next IS NULL;
+        v_messages := v_messages + pgchat.adopt_usage(pgchat.message_events(v_facts));
+        v_last := v_next;
+        v_done := true;
+        IF v_commit THEN COMMIT; END IF;
+    END LOOP;
+
+    v_last := '';
+    v_done := false;
+    LOOP  -- session statistics, from scratch (what pgchat.session_stats_expected shows)
+        SELECT array_agg(s.id ORDER BY s.id) INTO v_ids
+        FROM (SELECT c.id FROM public.chat_sessions c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_stats_batch) s;
+        EXIT WHEN v_ids IS NULL;
+        -- A statement of its own: the recomputation below then sees every write it waited for,
+        -- and a writer that comes later applies its delta on top of it.
+        PERFORM pgchat.lock_in_order(
+            ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s WHERE s.id = ANY (v_ids)), v_ids);
+        UPDATE public.chat_sessions s SET
+            message_count = e.message_count,
+            total_tokens = e.total_tokens,
+            last_message_timestamp = e.last_message_timestamp,
+            last_message_preview = e.last_message_preview,
+            last_model = e.last_model
+        FROM (SELECT x.id, agg.messages::integer AS message_count, agg.tokens::integer AS total_tokens,
+                     last.message_timestamp AS last_message_timestamp,
+                     left(last.content, 200) AS last_message_preview, last.model AS last_model
+              FROM unnest(v_ids) AS x(id)
+              CROSS JOIN LATERAL (
+                  SELECT count(*) AS messages, coalesce(sum(coalesce(m.total_tokens, 0)), 0) AS tokens
+                  FROM public.chat_messages m
+                  WHERE m.session_id = x.id AND coalesce(m.error_message, '') = '') agg
+              LEFT JOIN LATERAL pgchat.session_latest(x.id) last ON true) e
+        WHERE s.id = e.id
+          AND (s.message_count, s.total_tokens, s.last_message_timestamp, s.last_message_preview, s.last_model)
+              IS DISTINCT FROM
+              (e.message_count, e.total_tokens, e.last_message_timestamp, e.last_message_preview, e.last_model);
+        v_last := v_ids[cardinality(v_ids)];
+        v_done := true;
+        IF v_commit THEN COMMIT; END IF;
+    END LOOP;
+    IF v_sessions + v_messages > 0 THEN
+        RAISE NOTICE 'pgchat: adopted % session(s) and % message(s) as already counted (no counter moved)',
+            v_sessions, v_messages;
+    END IF;
+END
+$adopt$;
