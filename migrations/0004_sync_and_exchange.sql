@@ -442,6 +442,7 @@ DECLARE
     v_bad record;
     v_session_created boolean := false;
     v_written integer;
+    v_updated integer;
 BEGIN
     PERFORM pgchat.assert_acting_for(p_user_id);
     IF coalesce(btrim(p_session_id), '') = '' THEN
@@ -535,38 +536,33 @@ BEGIN
     -- New messages (the live case) are inserted; ON CONFLICT DO NOTHING, not DO UPDATE, so that
     -- the insert fires only the INSERT trigger (DO UPDATE fires the UPDATE trigger as well,
     -- even when it updates nothing).
-    WITH written AS (
-        INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
-            input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
-            completion_id, message_timestamp, error_message)
-        SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
-               r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
-               r.message_timestamp, r.error_message
-        FROM unnest(v_rows) r ORDER BY r.ord
-        ON CONFLICT (id) DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_written FROM written;
+    INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
+        input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
+        completion_id, message_timestamp, error_message)
+    SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
+           r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
+           r.message_timestamp, r.error_message
+    FROM unnest(v_rows) r ORDER BY r.ord
+    ON CONFLICT (id) DO NOTHING;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
     -- Messages stored already (a retry, a repeat): updated in place where they changed, and only
     -- if they are this conversation's and of the same role (checked above; checked again here).
     IF v_written < cardinality(v_rows) THEN
-        WITH written AS (
-            UPDATE public.chat_messages t SET
-                content = r.content, model = r.model, total_tokens = r.total_tokens,
-                input_tokens = r.input_tokens, output_tokens = r.output_tokens,
-                user_message_id = r.user_message_id, content_type = r.content_type,
-                elapsed_time = r.elapsed_time, completion_id = r.completion_id,
-                message_timestamp = r.message_timestamp, error_message = r.error_message
-            FROM unnest(v_rows) r
-            WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
-              AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
-                   t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
-                  IS DISTINCT FROM
-                  (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
-                   r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message)
-            RETURNING 1
-        )
-        SELECT v_written + count(*) INTO v_written FROM written;
+        UPDATE public.chat_messages t SET
+            content = r.content, model = r.model, total_tokens = r.total_tokens,
+            input_tokens = r.input_tokens, output_tokens = r.output_tokens,
+            user_message_id = r.user_message_id, content_type = r.content_type,
+            elapsed_time = r.elapsed_time, completion_id = r.completion_id,
+            message_timestamp = r.message_timestamp, error_message = r.error_message
+        FROM unnest(v_rows) r
+        WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
+          AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
+               t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
+              IS DISTINCT FROM
+              (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
+               r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
+        GET DIAGNOSTICS v_updated = ROW_COUNT;
+        v_written := v_written + v_updated;
     END IF;
     -- A row left alone is either unchanged (a repeat) or, if a concurrent call stored the same
     -- id elsewhere since the checks above, not ours to touch: then nothing is written.
