@@ -615,6 +615,8 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
             seconds=seconds or live_cfg.seconds)
         live_report = live_api.run(live_cfg, dsn=dsn, bin_dir=pg_bin,
                                    progress=lambda line: click.echo(line, err=True))
+        if out is not None:
+            out.write_text(json.dumps(live_report.to_json(), indent=2, default=str) + "\n")
         if as_json:
             emit_json(live_report.to_json())
         else:
