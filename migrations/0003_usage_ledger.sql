@@ -459,9 +459,9 @@ $fn$;
 -- plan_cache_mode = force_generic_plan: the statements here and in the helpers take arrays,
 -- which a generic plan costs at 10 elements, so the plan cache would otherwise judge the
 -- generic plan dearer than a custom one and plan them again on every call (about a third of
--- the time of a live write). Each is planned once per connection instead; every plan reaches
--- the app's tables through their indexes, keyed by what the statement wrote, so one plan
--- fits one row and a bulk of 16,000 alike.
+-- the time of a live write). Each is planned once per connection instead (and again after
+-- an ANALYZE); the plans look the app's rows up by key (the sessions and users of the rows
+-- written), so one plan serves one row and a bulk of 16,000 alike.
 CREATE OR REPLACE FUNCTION public.update_session_stats()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
