@@ -248,6 +248,8 @@ $fn$;
 -- Already-booked keys are skipped (ON CONFLICT DO NOTHING), which is what makes every caller
 -- idempotent. The counter upsert is atomic (no read-then-write), so concurrent bookings for the
 -- same user and day never lose an increment. Returns how many events were newly booked.
+-- Source 'adopted' books events that the legacy code counted already: into the ledger only,
+-- no counter moves.
 CREATE FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text)
 RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
 DECLARE
@@ -268,10 +270,12 @@ BEGIN
         ORDER BY e.kind, e.event_key
         ON CONFLICT (kind, event_key) DO NOTHING
         RETURNING l.*
+    ), moving AS (
+        SELECT b.* FROM booked b WHERE b.source <> 'adopted'
     ), models AS (
         SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
         FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
-              FROM booked b WHERE b.model IS NOT NULL
+              FROM moving b WHERE b.model IS NOT NULL
               GROUP BY b.user_id, b.usage_date, b.model) m
         GROUP BY m.user_id, m.usage_date
     ), daily AS (
@@ -283,47 +287,66 @@ BEGIN
                sum(b.sessions_created)::integer AS sessions_created,
                sum(b.active_seconds) AS active_seconds,
                format('user %s on %s', b.user_id, b.usage_date) AS owner
-        FROM booked b GROUP BY b.user_id, b.usage_date
+        FROM moving b GROUP BY b.user_id, b.usage_date
     ), counted AS (
         INSERT INTO public.user_usage_daily AS u (
             user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
             total_tokens, models_used, sessions_created, active_seconds, active_minutes)
         SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
-               pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner),
-               pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner),
-               pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner),
+               CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
+                    ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
+               CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
+                    ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
+               CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
+                    THEN (d.input_tokens + d.output_tokens)::integer
+                    ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
                coalesce(m.models_used, '{}'::jsonb), d.sessions_created,
-               pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner),
+               CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
+                    ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
                d.active_seconds / 60
         FROM daily d LEFT JOIN models m USING (user_id, usage_date)
         ORDER BY d.user_id, d.usage_date
         -- Sums in bigint, then checked: a day that would pass the integer range is refused
-        -- with a clear message (within_integer), never a raw 22003.
+        -- with a clear message (within_integer), never a raw 22003. within_integer is called
+        -- only out of range: a function call per counter costs on every booking.
         ON CONFLICT (user_id, usage_date) DO UPDATE SET
             messages_sent = u.messages_sent + EXCLUDED.messages_sent,
             messages_received = u.messages_received + EXCLUDED.messages_received,
-            input_tokens = pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
-                'input_tokens', format('user %s on %s', u.user_id, u.usage_date)),
-            output_tokens = pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
-                'output_tokens', format('user %s on %s', u.user_id, u.usage_date)),
-            total_tokens = pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
-                'total_tokens', format('user %s on %s', u.user_id, u.usage_date)),
-            models_used = pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used),
+            input_tokens = CASE WHEN u.input_tokens::bigint + EXCLUDED.input_tokens <= 2147483647
+                THEN u.input_tokens + EXCLUDED.input_tokens
+                ELSE pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
+                    'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+            output_tokens = CASE WHEN u.output_tokens::bigint + EXCLUDED.output_tokens <= 2147483647
+                THEN u.output_tokens + EXCLUDED.output_tokens
+                ELSE pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
+                    'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+            total_tokens = CASE WHEN u.total_tokens::bigint + EXCLUDED.total_tokens <= 2147483647
+                THEN u.total_tokens + EXCLUDED.total_tokens
+                ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
+                    'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+            models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
+                ELSE pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used) END,
             sessions_created = u.sessions_created + EXCLUDED.sessions_created,
-            active_seconds = pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
-                'active_seconds', format('user %s on %s', u.user_id, u.usage_date)),
+            active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
+                THEN u.active_seconds + EXCLUDED.active_seconds
+                ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
+                    'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END,
             active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
             updated_at = now()
         RETURNING 1
     ), totals AS (
+        -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
+        -- jsonb_add_counts: its query per call costs on every booking.
         UPDATE public.profiles p SET
-            usage_stats = pgchat.jsonb_add_counts(p.usage_stats, t.delta),
+            usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
+                'total_messages', coalesce((p.usage_stats ->> 'total_messages')::numeric, 0) + t.messages,
+                'total_tokens', coalesce((p.usage_stats ->> 'total_tokens')::numeric, 0) + t.tokens,
+                'sessions_created', coalesce((p.usage_stats ->> 'sessions_created')::numeric, 0) + t.sessions),
             last_active = now()
-        FROM (SELECT b.user_id, jsonb_build_object(
-                  'total_messages', sum(b.messages_sent + b.messages_received),
-                  'total_tokens', sum(b.input_tokens + b.output_tokens),
-                  'sessions_created', sum(b.sessions_created)) AS delta
-              FROM booked b GROUP BY b.user_id) t
+        FROM (SELECT b.user_id, sum(b.messages_sent + b.messages_received) AS messages,
+                     sum(b.input_tokens + b.output_tokens) AS tokens,
+                     sum(b.sessions_created) AS sessions
+              FROM moving b GROUP BY b.user_id) t
         WHERE p.id = t.user_id
         RETURNING 1
     )
@@ -409,7 +432,14 @@ BEGIN
         updated_at = greatest(s.updated_at, last.message_timestamp),
         last_activity = greatest(s.last_activity, last.message_timestamp)
     FROM d
-    LEFT JOIN LATERAL pgchat.session_latest(d.session_id) last ON true
+    -- session_latest's query, inline (a function call per session costs more than the lookup)
+    LEFT JOIN LATERAL (
+        SELECT m.message_timestamp, m.content, m.model::text AS model
+        FROM public.chat_messages m
+        WHERE m.session_id = d.session_id AND coalesce(m.error_message, '') = ''
+        ORDER BY m.message_timestamp DESC, m.id DESC
+        LIMIT 1
+    ) last ON true
     WHERE s.id = d.session_id
       AND (d.messages <> 0 OR d.tokens <> 0
            OR s.last_message_timestamp IS DISTINCT FROM last.message_timestamp
@@ -460,25 +490,167 @@ $fn$;
 
 -- Rewritten: statement-level, once per INSERT/UPDATE/DELETE statement whatever its row count.
 -- SECURITY DEFINER because it writes the ledger and the counters, which app users cannot.
+-- plan_cache_mode = force_generic_plan: the statements here and in the helpers take arrays,
+-- which a generic plan costs at 10 elements, so the plan cache would otherwise judge the
+-- generic plan dearer than a custom one and plan them again on every call (about a third of
+-- the time of a live write). Each is planned once per connection instead (and again after
+-- an ANALYZE); the plans look the app's rows up by key (the sessions and users of the rows
+-- written), so one plan serves one row and a bulk of 16,000 alike.
 CREATE OR REPLACE FUNCTION public.update_session_stats()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
     v_new pgchat.message_facts[] := '{}';
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
 BEGIN
-    -- new_rows / old_rows exist only for the events that have them, hence the branches.
-    -- INSERT ... ON CONFLICT DO UPDATE fires the UPDATE trigger even when it updated nothing.
-    IF TG_OP = 'UPDATE' THEN  -- (nested: new_rows must not be named for a DELETE)
-        IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+    -- Inserts (the live path, and every bulk insert) run in three statements straight from
+    -- new_rows, without arrays: the two locks in lock_in_order's order (profiles, then
+    -- sessions), then one statement that does what refresh_sessions and book_usage do for the
+    -- other events (the same rules, the same order of writes). Each statement costs its start-up
+    -- on every call, which is most of what a live write costs beyond its row writes.
+    IF TG_OP = 'INSERT' THEN
+        PERFORM 1 FROM public.profiles p
+        WHERE p.id = ANY (ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s
+                                WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))))
+        ORDER BY p.id FOR NO KEY UPDATE;
+        IF NOT FOUND THEN  -- nothing was inserted (INSERT ... ON CONFLICT DO NOTHING)
             RETURN NULL;
         END IF;
+        PERFORM 1 FROM public.chat_sessions s
+        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
+        ORDER BY s.id FOR NO KEY UPDATE;
+        WITH d AS (
+            SELECT n.session_id,
+                   count(*) FILTER (WHERE coalesce(n.error_message, '') = '') AS messages,
+                   coalesce(sum(coalesce(n.total_tokens, 0)) FILTER (WHERE coalesce(n.error_message, '') = ''), 0) AS tokens
+            FROM new_rows n GROUP BY n.session_id
+        ), stats AS (  -- refresh_sessions
+            UPDATE public.chat_sessions s SET
+                message_count = CASE WHEN s.message_count::bigint + d.messages <= 2147483647
+                    THEN (s.message_count::bigint + d.messages)::integer
+                    ELSE pgchat.within_integer(s.message_count::bigint + d.messages, 'message_count', 'conversation ' || s.id) END,
+                total_tokens = CASE WHEN s.total_tokens + d.tokens <= 2147483647
+                    THEN (s.total_tokens + d.tokens)::integer
+                    ELSE pgchat.within_integer(s.total_tokens + d.tokens, 'total_tokens', 'conversation ' || s.id) END,
+                last_message_timestamp = last.message_timestamp,
+                last_message_preview = left(last.content, 200),
+                last_model = last.model,
+                updated_at = greatest(s.updated_at, last.message_timestamp),
+                last_activity = greatest(s.last_activity, last.message_timestamp)
+            FROM d
+            LEFT JOIN LATERAL (
+                SELECT m.message_timestamp, m.content, m.model::text AS model
+                FROM public.chat_messages m
+                WHERE m.session_id = d.session_id AND coalesce(m.error_message, '') = ''
+                ORDER BY m.message_timestamp DESC, m.id DESC
+                LIMIT 1
+            ) last ON true
+            WHERE s.id = d.session_id
+              AND (d.messages <> 0 OR d.tokens <> 0
+                   OR s.last_message_timestamp IS DISTINCT FROM last.message_timestamp
+                   OR s.last_message_preview IS DISTINCT FROM left(last.content, 200)
+                   OR s.last_model IS DISTINCT FROM last.model)
+            -- Every session with a message to book gains a message, so it is here; reading it
+            -- from here also makes the statistics move (and a session that would overflow
+            -- refuse) before the counters.
+            RETURNING s.id, s.user_id
+        ), booked AS (  -- message_events, then book_usage
+            INSERT INTO pgchat.usage_ledger AS l (
+                kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
+                input_tokens, output_tokens, model, sessions_created, active_seconds, source)
+            SELECT 'message', n.id, o.user_id, (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
+                   CASE WHEN n.role = 'user' THEN 1 ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END,
+                   CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN n.model END,
+                   0,
+                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.elapsed_time, 0), 0) ELSE 0 END,
+                   'trigger'
+            FROM new_rows n JOIN stats o ON o.id = n.session_id
+            WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
+            ORDER BY n.id
+            ON CONFLICT (kind, event_key) DO NOTHING
+            RETURNING l.*
+        ), models AS (
+            SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
+            FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
+                  FROM booked b WHERE b.model IS NOT NULL
+                  GROUP BY b.user_id, b.usage_date, b.model) m
+            GROUP BY m.user_id, m.usage_date
+        ), daily AS (
+            SELECT b.user_id, b.usage_date,
+                   sum(b.messages_sent)::integer AS messages_sent,
+                   sum(b.messages_received)::integer AS messages_received,
+                   sum(b.input_tokens) AS input_tokens, sum(b.output_tokens) AS output_tokens,
+                   sum(b.active_seconds) AS active_seconds,
+                   format('user %s on %s', b.user_id, b.usage_date) AS owner
+            FROM booked b GROUP BY b.user_id, b.usage_date
+        ), counted AS (
+            INSERT INTO public.user_usage_daily AS u (
+                user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
+                total_tokens, models_used, sessions_created, active_seconds, active_minutes)
+            SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
+                   CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
+                        ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
+                   CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
+                        ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
+                   CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
+                        THEN (d.input_tokens + d.output_tokens)::integer
+                        ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
+                   coalesce(m.models_used, '{}'::jsonb), 0,
+                   CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
+                        ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
+                   d.active_seconds / 60
+            FROM daily d LEFT JOIN models m USING (user_id, usage_date)
+            ORDER BY d.user_id, d.usage_date
+            ON CONFLICT (user_id, usage_date) DO UPDATE SET
+                messages_sent = u.messages_sent + EXCLUDED.messages_sent,
+                messages_received = u.messages_received + EXCLUDED.messages_received,
+                input_tokens = CASE WHEN u.input_tokens::bigint + EXCLUDED.input_tokens <= 2147483647
+                    THEN u.input_tokens + EXCLUDED.input_tokens
+                    ELSE pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
+                        'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                output_tokens = CASE WHEN u.output_tokens::bigint + EXCLUDED.output_tokens <= 2147483647
+                    THEN u.output_tokens + EXCLUDED.output_tokens
+                    ELSE pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
+                        'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                total_tokens = CASE WHEN u.total_tokens::bigint + EXCLUDED.total_tokens <= 2147483647
+                    THEN u.total_tokens + EXCLUDED.total_tokens
+                    ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
+                        'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
+                    ELSE pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used) END,
+                active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
+                    THEN u.active_seconds + EXCLUDED.active_seconds
+                    ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
+                        'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END,
+                active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
+                updated_at = now()
+            RETURNING 1
+        )
+        UPDATE public.profiles p SET
+            usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
+                'total_messages', coalesce((p.usage_stats ->> 'total_messages')::numeric, 0) + t.messages,
+                'total_tokens', coalesce((p.usage_stats ->> 'total_tokens')::numeric, 0) + t.tokens,
+                'sessions_created', coalesce((p.usage_stats ->> 'sessions_created')::numeric, 0)),
+            last_active = now()
+        FROM (SELECT b.user_id, sum(b.messages_sent + b.messages_received) AS messages,
+                     sum(b.input_tokens + b.output_tokens) AS tokens
+              FROM booked b GROUP BY b.user_id) t
+        WHERE p.id = t.user_id;
+        RETURN NULL;
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    -- new_rows / old_rows exist only for the events that have them, hence the branches.
+    IF TG_OP = 'UPDATE' THEN
         v_new := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
                                   n.total_tokens, n.input_tokens, n.output_tokens, n.model,
                                   n.elapsed_time, n.message_timestamp)::pgchat.message_facts
                        FROM new_rows n);
+        IF cardinality(v_new) = 0 THEN
+            RETURN NULL;
+        END IF;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         v_old := ARRAY(SELECT ROW(o.id, o.session_id, o.role, coalesce(o.error_message, '') = '',
@@ -533,8 +705,10 @@ END
 $fn$;
 
 -- Books sessions_created once per session id, on the UTC date the session was created.
+-- Generic plans, as in update_session_stats.
 CREATE FUNCTION pgchat.tg_chat_sessions__book_created()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
 BEGIN
     PERFORM pgchat.lock_in_order(ARRAY(SELECT DISTINCT n.user_id FROM new_sessions n), '{}');
     PERFORM pgchat.book_usage(ARRAY(

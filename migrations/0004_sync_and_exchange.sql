@@ -432,7 +432,8 @@ CREATE FUNCTION pgchat_private.write_chat_exchange(
     p_user_message jsonb,
     p_assistant_message jsonb DEFAULT NULL,
     p_session_title text DEFAULT NULL
-) RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+) RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
     v_seen uuid;            -- the session's owner when first looked at (NULL: no session)
     v_owner uuid;
@@ -441,6 +442,7 @@ DECLARE
     v_bad record;
     v_session_created boolean := false;
     v_written integer;
+    v_updated integer;
 BEGIN
     PERFORM pgchat.assert_acting_for(p_user_id);
     IF coalesce(btrim(p_session_id), '') = '' THEN
@@ -531,31 +533,37 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 
-    WITH written AS (
-        INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
-            input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
-            completion_id, message_timestamp, error_message)
-        SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
-               r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
-               r.message_timestamp, r.error_message
-        FROM unnest(v_rows) r ORDER BY r.ord
-        ON CONFLICT (id) DO UPDATE SET
-            content = EXCLUDED.content, model = EXCLUDED.model, total_tokens = EXCLUDED.total_tokens,
-            input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
-            user_message_id = EXCLUDED.user_message_id, content_type = EXCLUDED.content_type,
-            elapsed_time = EXCLUDED.elapsed_time, completion_id = EXCLUDED.completion_id,
-            message_timestamp = EXCLUDED.message_timestamp, error_message = EXCLUDED.error_message
-        WHERE t.session_id = p_session_id AND t.role = EXCLUDED.role
+    -- New messages (the live case) are inserted; ON CONFLICT DO NOTHING, not DO UPDATE, so that
+    -- the insert fires only the INSERT trigger (DO UPDATE fires the UPDATE trigger as well,
+    -- even when it updates nothing).
+    INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
+        input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
+        completion_id, message_timestamp, error_message)
+    SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
+           r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
+           r.message_timestamp, r.error_message
+    FROM unnest(v_rows) r ORDER BY r.ord
+    ON CONFLICT (id) DO NOTHING;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    -- Messages stored already (a retry, a repeat): updated in place where they changed, and only
+    -- if they are this conversation's and of the same role (checked above; checked again here).
+    IF v_written < cardinality(v_rows) THEN
+        UPDATE public.chat_messages t SET
+            content = r.content, model = r.model, total_tokens = r.total_tokens,
+            input_tokens = r.input_tokens, output_tokens = r.output_tokens,
+            user_message_id = r.user_message_id, content_type = r.content_type,
+            elapsed_time = r.elapsed_time, completion_id = r.completion_id,
+            message_timestamp = r.message_timestamp, error_message = r.error_message
+        FROM unnest(v_rows) r
+        WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
           AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
                t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
               IS DISTINCT FROM
-              (EXCLUDED.content, EXCLUDED.model, EXCLUDED.total_tokens, EXCLUDED.input_tokens,
-               EXCLUDED.output_tokens, EXCLUDED.user_message_id, EXCLUDED.content_type,
-               EXCLUDED.elapsed_time, EXCLUDED.completion_id, EXCLUDED.message_timestamp,
-               EXCLUDED.error_message)
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_written FROM written;
+              (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
+               r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
+        GET DIAGNOSTICS v_updated = ROW_COUNT;
+        v_written := v_written + v_updated;
+    END IF;
     -- A row left alone is either unchanged (a repeat) or, if a concurrent call stored the same
     -- id elsewhere since the checks above, not ours to touch: then nothing is written.
     IF v_written < cardinality(v_rows) AND EXISTS (
@@ -641,9 +649,13 @@ CREATE FUNCTION public.write_chat_exchange(
     p_user_message jsonb,
     p_assistant_message jsonb DEFAULT NULL,
     p_session_title text DEFAULT NULL
-) RETURNS jsonb LANGUAGE sql SECURITY INVOKER SET search_path = '' AS $fn$
-    SELECT pgchat_private.write_chat_exchange(p_user_id, p_session_id, p_user_message,
-                                              p_assistant_message, p_session_title)
+) RETURNS jsonb LANGUAGE plpgsql SECURITY INVOKER SET search_path = '' AS $fn$
+BEGIN
+    -- PL/pgSQL, not SQL: the live path. Before PostgreSQL 18 a SQL function that cannot be
+    -- inlined (a pinned search_path prevents it) plans its body again on every call.
+    RETURN pgchat_private.write_chat_exchange(p_user_id, p_session_id, p_user_message,
+                                              p_assistant_message, p_session_title);
+END
 $fn$;
 COMMENT ON FUNCTION public.write_chat_exchange(uuid, text, jsonb, jsonb, text) IS
     'Stores one exchange (user message + optional assistant reply, ChatMessage JSON) and creates the '

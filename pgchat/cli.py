@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a check failed (drift, a failed conversation, usage drift),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from datetime import datetime
@@ -582,11 +583,16 @@ def demo_command(dsn: str | None, as_json: bool, yes: bool) -> None:
               "the longest write wait, times, errors, size growth, rows kept, verify.")
 @click.option("--messages", type=click.IntRange(min=500),
               help="Size of the --adoption database (default 1,000,000: under a minute here).")
+@click.option("--live", is_flag=True,
+              help="Only the live path: one exchange into sessions of 250 and 16,000 messages "
+              "(legacy, write_chat_exchange, a plain INSERT through pgchat's triggers, the floor; "
+              "interleaved), 8 writers of 8 different users, plannings per call; prints the "
+              "ratios.")
 def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
                   exchanges: int | None, writers: int | None, seconds: float | None,
                   quick: bool, as_json: bool, out: Path | None, plot_path: Path | None,
                   strict: bool, sync_curve: bool, adoption: bool,
-                  messages: int | None) -> None:
+                  messages: int | None, live: bool) -> None:
     """Measure the legacy schema, pgchat and the same writes with no triggers (the floor).
 
     On a throwaway server (three databases: legacy, pgchat, floor): bulk sync of one
@@ -618,6 +624,21 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
             emit_json(bench_api.sync_curve_json(points))
         else:
             click.echo(bench_api.render_sync_curve(points), nl=False)
+        sys.exit(0)
+    if live:
+        live_api = _checkout_only("bench_live")
+        live_cfg = live_api.LIVE_QUICK if quick else live_api.LiveConfig()
+        live_cfg = dataclasses.replace(
+            live_cfg, calls=exchanges or live_cfg.calls, writers=writers or live_cfg.writers,
+            seconds=seconds or live_cfg.seconds)
+        live_report = live_api.run(live_cfg, dsn=dsn, bin_dir=pg_bin,
+                                   progress=lambda line: click.echo(line, err=True))
+        if out is not None:
+            out.write_text(json.dumps(live_report.to_json(), indent=2, default=str) + "\n")
+        if as_json:
+            emit_json(live_report.to_json())
+        else:
+            click.echo(live_api.render(live_report), nl=False)
         sys.exit(0)
     if plot_path is not None:
         bench_api.pyplot()  # fail now, not after minutes of measuring

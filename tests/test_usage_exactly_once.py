@@ -377,6 +377,42 @@ def test_write_chat_exchange_failed_attempt_then_retry_counts_once(
         assert_consistent(db)
 
 
+def test_updating_a_successful_message_missing_from_the_ledger_books_it_as_adopted(
+    db: psycopg.Connection, user: UUID, session: str
+) -> None:
+    """A successful message that is not in the ledger can only be a legacy row from before
+    adoption (the legacy code counted it): an update books it as 'adopted', no counter moves."""
+    write_messages(db, [QUESTION, ANSWER])
+    db.execute("DELETE FROM pgchat.usage_ledger WHERE event_key IN ('u1', 'a1')")
+    db.commit()
+    counted = (EXCHANGE_DAY, EXCHANGE_TOTALS)
+    assert (day(db, user), usage_stats(db, user)) == counted
+    db.execute("UPDATE public.chat_messages SET content = content || ' (edited)'"
+               " WHERE id = 'a1'")
+    db.execute("SELECT public.write_chat_exchange(%s, 's1', %s)",
+               (user, Jsonb(as_chat_message(QUESTION, content="edited question"))))
+    db.commit()
+    assert (day(db, user), usage_stats(db, user)) == counted
+    assert [r for r in ledger(db) if r[0] == "message"] == [
+        ("message", "a1", DAY, 0, 1, 0, 30, MODEL, 75, "adopted"),
+        ("message", "u1", DAY, 1, 0, 7, 0, None, 0, "adopted"),
+    ]
+    assert_consistent(db)
+
+
+def test_a_failed_message_that_succeeds_by_update_is_booked_once_by_the_trigger(
+    db: psycopg.Connection, user: UUID, session: str
+) -> None:
+    write_messages(db, [QUESTION, ANSWER | {"error_message": "timeout"}])
+    db.commit()
+    for _ in range(2):
+        db.execute("UPDATE public.chat_messages SET error_message = NULL WHERE id = 'a1'")
+        db.commit()
+    assert day(db, user) == EXCHANGE_DAY
+    assert [r[-1] for r in ledger(db) if r[1] == "a1"] == ["trigger"]
+    assert_consistent(db)
+
+
 def test_a_counted_message_marked_failed_later_keeps_its_usage_but_leaves_the_statistics(
     db: psycopg.Connection, user: UUID, session: str
 ) -> None:

@@ -1,0 +1,337 @@
+"""`pgchat bench --live`: the live path (one exchange per reply) against legacy and the floor.
+
+The path every chat message takes, measured on the server it runs on:
+- exchange: one user + assistant message into a session that already holds N messages, four
+  ways, interleaved call by call (so that background noise hits all alike), p50 of many calls:
+  legacy's plain 2-row upsert through its per-row triggers, pgchat's write_chat_exchange,
+  a plain 2-row INSERT through pgchat's triggers, and the same INSERT with no trigger at all
+  (the floor);
+- writers: W threads, each writing exchanges for a user of its own (W different users), for S
+  seconds, legacy then pgchat: the throughput ratio, and afterwards pgchat's usage counters
+  against the ledger (`pgchat usage verify`) and the session statistics against a
+  recomputation (pgchat.session_stats_drift);
+- plans: how often the server plans a statement during one call of each pgchat path, once the
+  connection is warm. Counted from the server itself, on any PostgreSQL 15+: with
+  log_planner_stats on, every planning of a statement (top-level or inside a function) sends a
+  "PLANNER STATISTICS" message, which names the function and line it planned for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgchat import bench, scenario, server
+from pgchat import usage as usage_api
+from pgchat.connect import connect, one_line
+
+Progress = Callable[[str], None]
+Message = dict[str, Any]
+
+VARIANTS = ("legacy", "pgchat", "pgchat_insert", "floor")
+DATABASE_OF = {"legacy": "legacy", "pgchat": "pgchat", "pgchat_insert": "pgchat", "floor": "floor"}
+LABELS = {"legacy": "legacy 2-row upsert", "pgchat": "pgchat write_chat_exchange",
+          "pgchat_insert": "pgchat 2-row INSERT", "floor": "floor 2-row INSERT"}
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    sizes: tuple[int, ...] = (250, 16000)
+    calls: int = 300  # timed calls per variant and size
+    warmup: int = 20
+    writers: int = 8
+    seconds: float = 10.0
+
+
+LIVE_QUICK = LiveConfig(sizes=(50, 400), calls=30, warmup=10, writers=8, seconds=2.0)
+
+
+@dataclass
+class WritersResult:
+    system: str
+    writers: int
+    exchanges: int
+    errors: int
+    deadlocks: int
+    throughput: float
+    error_samples: list[str]
+    usage_drift: int | None = None  # pgchat: rows of `pgchat usage verify`
+    session_drift: int | None = None  # pgchat: rows of pgchat.session_stats_drift()
+
+
+@dataclass
+class LiveReport:
+    machine: dict[str, Any]
+    server: dict[str, Any]
+    config: dict[str, Any]
+    exchange: list[bench.ExchangeResult] = field(default_factory=list)
+    writers: list[WritersResult] = field(default_factory=list)
+    plans: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> where -> per call
+
+    def p50(self, variant: str, n: int) -> float:
+        return next(e.p50_ms for e in self.exchange if e.system == variant and e.n == n)
+
+    def writers_of(self, system: str) -> WritersResult:
+        return next(w for w in self.writers if w.system == system)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the four ways of writing one exchange ------------------------------------------------------
+
+
+def _plain_insert(conn: psycopg.Connection, user_id: uuid.UUID, session_id: str,
+                  user: Message, assistant: Message) -> None:
+    """One 2-row INSERT of the exchange (what the floor does; through pgchat's triggers)."""
+    scenario.floor_insert(conn, user_id, [{"id": session_id, "messages": [user, assistant]}],
+                          create_sessions=False)
+
+
+def _legacy_upsert(conn: psycopg.Connection, user_id: uuid.UUID, session_id: str,
+                   user: Message, assistant: Message) -> None:
+    """Legacy's plain 2-row upsert, its per-row triggers doing the analytics."""
+    scenario.legacy_write_messages(conn, session_id, [user, assistant])
+
+
+def _write_exchange(conn: psycopg.Connection, user_id: uuid.UUID, session_id: str,
+                    user: Message, assistant: Message) -> None:
+    conn.execute("SELECT public.write_chat_exchange(%s, %s, %s, %s)",
+                 (str(user_id), session_id, Jsonb(user), Jsonb(assistant)))
+
+
+WRITE: dict[str, bench.WriteExchange] = {
+    "legacy": _legacy_upsert, "pgchat": _write_exchange, "pgchat_insert": _plain_insert,
+    "floor": _plain_insert,
+}
+
+
+# --- exchange, interleaved --------------------------------------------------------------------
+
+
+def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str,
+                   progress: Progress) -> list[bench.ExchangeResult]:
+    results = []
+    for n in cfg.sizes:
+        with contextlib.ExitStack() as stack:
+            conns, users, sessions, lasts = {}, {}, {}, {}
+            for variant in VARIANTS:
+                dsn = dsns[DATABASE_OF[variant]]
+                users[variant] = bench._new_user(dsn, f"{tag}-{variant}-{n}")
+                convs = scenario.story(f"{tag}-{variant}-{n}", conversations=1,
+                                       messages_per_conversation=n, failed=0)
+                conn = stack.enter_context(connect(dsn))
+                bench._prefill(DATABASE_OF[variant], conn, users[variant], convs)
+                conns[variant], sessions[variant] = conn, convs[0]["id"]
+                lasts[variant] = datetime.fromisoformat(convs[0]["messages"][-1]["timestamp"])
+            samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            for k in range(cfg.warmup + cfg.calls):
+                for variant in VARIANTS:
+                    user, assistant = bench._exchange(f"{sessions[variant]}-x", k,
+                                                      lasts[variant] + timedelta(seconds=k + 1))
+                    ms = bench._timed(conns[variant], WRITE[variant], users[variant],
+                                      sessions[variant], user, assistant)
+                    if k >= cfg.warmup:
+                        samples[variant].append(ms)
+        for variant in VARIANTS:
+            results.append(bench.ExchangeResult(variant, n, samples[variant]))
+        progress(f"exchange into N={n}: " + ", ".join(
+            f"{v} p50 {statistics.median(samples[v]):.3f} ms" for v in VARIANTS))
+    return results
+
+
+# --- writers of different users -----------------------------------------------------------------
+
+
+def _writer(conn: psycopg.Connection, system: str, user_id: uuid.UUID, session_id: str,
+            seconds: float, start: threading.Barrier, result: dict[str, Any]) -> None:
+    write = WRITE["pgchat" if system == "pgchat" else "legacy"]
+    start.wait()
+    deadline = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < deadline:
+        user, assistant = bench._exchange(session_id, k, bench._DAY + timedelta(seconds=k))
+        k += 1
+        try:
+            write(conn, user_id, session_id, user, assistant)
+            conn.commit()
+        except psycopg.Error as exc:
+            conn.rollback()
+            result["deadlocks" if exc.sqlstate == bench._DEADLOCK else "errors"] += 1
+            result["samples"].append(one_line(exc))
+            continue
+        result["exchanges"] += 1
+
+
+def bench_writers(dsns: dict[str, str], cfg: LiveConfig, tag: str,
+                  progress: Progress) -> list[WritersResult]:
+    results = []
+    for system in ("legacy", "pgchat"):
+        dsn = dsns[system]
+        bench._analyze(dsn)
+        users = [bench._new_user(dsn, f"{tag}-w{i}-{system}") for i in range(cfg.writers)]
+        sessions = [f"{tag}-w{i}" for i in range(cfg.writers)]
+        with connect(dsn) as conn:
+            for session_id, user_id in zip(sessions, users, strict=True):
+                conn.execute("INSERT INTO public.chat_sessions (id, user_id, title, created_at,"
+                             " updated_at) VALUES (%s, %s, 'bench', %s, %s)",
+                             (session_id, user_id, bench._DAY, bench._DAY))
+            conn.commit()
+        tallies: list[dict[str, Any]] = [{"exchanges": 0, "errors": 0, "deadlocks": 0,
+                                          "samples": []} for _ in users]
+        start = threading.Barrier(cfg.writers + 1)
+        with contextlib.ExitStack() as stack:
+            conns = [stack.enter_context(connect(dsn)) for _ in users]
+            threads = [threading.Thread(target=_writer, args=(c, system, u, s, cfg.seconds,
+                                                              start, t))
+                       for c, u, s, t in zip(conns, users, sessions, tallies, strict=True)]
+            for thread in threads:
+                thread.start()
+            start.wait()
+            began = time.monotonic()
+            for thread in threads:
+                thread.join()
+            elapsed = time.monotonic() - began
+        exchanges = sum(t["exchanges"] for t in tallies)
+        result = WritersResult(system, cfg.writers, exchanges, sum(t["errors"] for t in tallies),
+                               sum(t["deadlocks"] for t in tallies), exchanges / elapsed,
+                               [s for t in tallies for s in t["samples"]][:3])
+        if system == "pgchat":
+            with connect(dsn) as conn:
+                result.usage_drift = len(usage_api.verify(conn))
+                row = conn.execute("SELECT count(*) FROM pgchat.session_stats_drift()").fetchone()
+                assert row is not None
+                result.session_drift = int(row[0])
+        progress(f"{cfg.writers} writers of {cfg.writers} users, {system}: "
+                 f"{result.throughput:.0f} exchanges/s, {result.errors} errors, "
+                 f"{result.deadlocks} deadlocks")
+        results.append(result)
+    return results
+
+
+# --- plan counts ------------------------------------------------------------------------------
+
+_WHERE = re.compile(r"PL/pgSQL function ([\w.]+)\([^)]*\) line (\d+)")
+
+
+def _where(diag: psycopg.errors.Diagnostic) -> str:
+    """The innermost function line a planning happened for, or the statement itself."""
+    match = _WHERE.search(diag.context or "")
+    if match:
+        return f"{match.group(1)} line {match.group(2)}"
+    context = (diag.context or "").splitlines()
+    return context[0] if context else "the client's statement"
+
+
+@dataclass
+class _PlanCounter:
+    """Counts the server's PLANNER STATISTICS messages while `on` is set."""
+
+    on: bool = False
+    seen: Counter[str] = field(default_factory=Counter)
+
+    def __call__(self, diag: psycopg.errors.Diagnostic) -> None:
+        if self.on and (diag.message_primary or "").startswith("PLANNER STATISTICS"):
+            self.seen[_where(diag)] += 1
+
+
+def count_plans(dsn: str, tag: str, calls: int = 20,
+                warmup: int = 20) -> dict[str, dict[str, float]]:
+    """Plannings per call of each pgchat live path, by where they happen, on a warm connection."""
+    out: dict[str, dict[str, float]] = {}
+    user_id = bench._new_user(dsn, f"{tag}-plans")
+    for variant in ("pgchat", "pgchat_insert"):
+        session_id = f"{tag}-plans-{variant}"
+        counter = _PlanCounter()
+        with connect(dsn) as conn:
+            conn.execute("INSERT INTO public.chat_sessions (id, user_id, title, created_at,"
+                         " updated_at) VALUES (%s, %s, 'plans', %s, %s)",
+                         (session_id, user_id, bench._DAY, bench._DAY))
+            conn.commit()
+            conn.add_notice_handler(counter)
+            conn.execute("SELECT set_config('client_min_messages', 'log', false),"
+                         " set_config('log_planner_stats', 'on', false)")
+            conn.commit()
+            for k in range(warmup + calls):
+                counter.on = k >= warmup
+                user, assistant = bench._exchange(session_id, k,
+                                                  bench._DAY + timedelta(seconds=k))
+                WRITE[variant](conn, user_id, session_id, user, assistant)
+                conn.commit()
+            counter.on = False
+        out[variant] = {where: n / calls for where, n in sorted(counter.seen.items())}
+    return out
+
+
+# --- run and render ---------------------------------------------------------------------------
+
+
+def run(cfg: LiveConfig, *, dsn: str | None = None, bin_dir: Path | None = None,
+        db_prefix: str = "bench_live_", progress: Progress | None = None) -> LiveReport:
+    say: Progress = progress or (lambda _line: None)
+    machine = bench.machine_info()
+    with contextlib.ExitStack() as stack:
+        if dsn is not None:
+            server_dsn, origin, drop = dsn, "existing server (--dsn)", True
+            names = {s: f"{db_prefix}{s}" for s in bench.SYSTEMS}
+        else:
+            srv = stack.enter_context(server.throwaway(bin_dir))
+            server_dsn, drop = srv.url("postgres"), False
+            origin = f"throwaway, binaries from {bin_dir}" if bin_dir else "throwaway, embedded"
+            names = {s: s for s in bench.SYSTEMS}
+        info = bench.server_info(server_dsn, origin)
+        say(f"PostgreSQL {info['version']} ({origin}); creating {', '.join(names.values())}")
+        dsns = stack.enter_context(bench._databases(server_dsn, names, drop=drop))
+        report = LiveReport(machine, info, {**asdict(cfg), "databases": names})
+        tag = uuid.uuid4().hex[:6]
+        report.exchange = bench_exchange(dsns, cfg, tag, say)
+        report.writers = bench_writers(dsns, cfg, tag, say)
+        report.plans = count_plans(dsns["pgchat"], tag)
+        report.machine["load_after"] = bench._load()
+    return report
+
+
+def render(report: LiveReport) -> str:
+    cfg = LiveConfig(**{k: v for k, v in report.config.items()
+                        if k in LiveConfig.__dataclass_fields__})
+    s, m = report.server, report.machine
+    out = [f"pgchat bench --live: PostgreSQL {s['version']} ({s['origin']}); {m['cores']} cores, "
+           f"load before {m['load_before']}, after {m.get('load_after')}", ""]
+    rows = []
+    for n in cfg.sizes:
+        p = {v: report.p50(v, n) for v in VARIANTS}
+        rows.append([f"{n:,}", *[f"{p[v] * 1000:,.0f}" for v in VARIANTS],
+                     f"{p['pgchat'] / p['legacy']:.2f}x", f"{p['pgchat'] / p['floor']:.2f}x",
+                     f"{p['pgchat_insert'] / p['legacy']:.2f}x"])
+    out.append("One exchange into a session of N messages: "
+               f"p50 us of {cfg.calls} interleaved calls")
+    out += bench._grid(["N", *[LABELS[v] for v in VARIANTS], "exchange/legacy",
+                        "exchange/floor", "insert/legacy"], rows)
+    legacy, pgchat = report.writers_of("legacy"), report.writers_of("pgchat")
+    out += ["", f"{cfg.writers} writers of {cfg.writers} different users for {cfg.seconds:g} s: "
+            f"legacy {legacy.throughput:,.0f}/s, pgchat {pgchat.throughput:,.0f}/s "
+            f"= {pgchat.throughput / legacy.throughput:.2f}x legacy; pgchat errors "
+            f"{pgchat.errors}, deadlocks {pgchat.deadlocks}; after the run: usage verify "
+            f"{pgchat.usage_drift} differences, session statistics drift {pgchat.session_drift}"]
+    for w in (legacy, pgchat):
+        if w.error_samples:
+            out.append(f"  {w.system} errors, e.g.: {w.error_samples[0]}")
+    out += ["", "Plannings per call on a warm connection (log_planner_stats), by where:"]
+    for variant, where in report.plans.items():
+        total = sum(where.values())
+        detail = ", ".join(f"{w}: {n:g}" for w, n in where.items()) or "none"
+        out.append(f"  {LABELS[variant]}: {total:g} ({detail})")
+    return "\n".join(out) + "\n"
