@@ -217,18 +217,58 @@ def _plan_0003a(conn: psycopg.Connection, plan: MigrationPlan) -> None:
 
 
 def _plan_0004(conn: psycopg.Connection, plan: MigrationPlan) -> None:
-    replaced = _scalar(conn, "SELECT to_regprocedure('public.sync_user_conversations(uuid, jsonb)')"
-                             " IS NOT NULL")
-    plan.actions.append(("replaces" if replaced else "creates")
-                        + " function public.sync_user_conversations(uuid, jsonb)")
-    plan.actions.append("creates functions public.write_chat_exchange(...),"
-                        " public.update_session_title(uuid, text, text)")
+    for signature in ("sync_user_conversations(uuid, jsonb)",
+                      "write_chat_exchange(uuid, text, jsonb, jsonb, text)",
+                      "update_session_title(uuid, text, text)"):
+        name = signature.split("(")[0]
+        if _scalar(conn, "SELECT to_regprocedure(%s) IS NOT NULL", (f"public.{signature}",)):
+            plan.actions.append(f"replaces the app's function public.{signature} (saved for"
+                                " rollback)")
+        plan.actions.append(f"creates public.{name} (SECURITY INVOKER) calling"
+                            f" pgchat_private.{name} (SECURITY DEFINER, not exposed)")
+
+
+def _integrity_checks() -> list[tuple[str, str, str]]:
+    """(table, constraint, expression) of every CHECK that 0005 adds NOT VALID."""
+    checks = []
+    text = _migration_text("0005_integrity")
+    for block in text.split("ALTER TABLE public.")[1:]:
+        table = block.split(None, 1)[0]
+        body = block.split(";", 1)[0]
+        for name, expr in re.findall(r"ADD CONSTRAINT (\w+)\s+CHECK \((.*?)\)\s*NOT VALID",
+                                     body, flags=re.DOTALL):
+            checks.append((table, name, " ".join(expr.split())))
+    return checks
+
+
+def _plan_0005(conn: psycopg.Connection, plan: MigrationPlan) -> None:
+    for table, name, _ in _integrity_checks():
+        plan.actions.append(f"adds constraint {name} on public.{table} NOT VALID (new and updated"
+                            " rows are checked from now on)")
+    plan.actions.append("column privileges on public.chat_sessions: only pgchat writes"
+                        " message_count, total_tokens, last_model, last_message_preview,"
+                        " last_message_timestamp")
+
+
+def _plan_0006(conn: psycopg.Connection, plan: MigrationPlan) -> None:
+    for table, name, expr in _integrity_checks():
+        if not _exists(conn, f"public.{table}"):
+            continue
+        bad = _scalar(conn, f"SELECT count(*) FROM public.{table} WHERE NOT ({expr})")
+        if bad:
+            plan.actions.append(f"leaves {name} NOT VALID: {bad} existing row(s) of"
+                                f" public.{table} break it (named in a warning; fix them, then"
+                                " run SELECT pgchat.validate_integrity())")
+        else:
+            plan.actions.append(f"validates {name} (SHARE UPDATE EXCLUSIVE: the app keeps"
+                                " writing)")
 
 
 _PLANNERS = {"0001_supabase_standin": _plan_0001, "0002_baseline": _plan_0002,
              "0002a_session_latest_index": _plan_0002a,
              "0002b_usage_active_seconds": _plan_0002b, "0003_usage_ledger": _plan_0003,
-             "0003a_adopt_existing_rows": _plan_0003a, "0004_sync_and_exchange": _plan_0004}
+             "0003a_adopt_existing_rows": _plan_0003a, "0004_sync_and_exchange": _plan_0004,
+             "0005_integrity": _plan_0005, "0006_integrity_validate": _plan_0006}
 
 
 def plan(dsn: str, ids: list[str]) -> list[MigrationPlan]:

@@ -522,3 +522,23 @@ def test_the_apps_profile_helpers_keep_their_grants(prod: SupabaseDb) -> None:
     assert before
     adopt(prod)
     assert prod.admin.execute(query).fetchall() == before
+
+
+def test_dry_run_names_the_takeover_the_constraints_and_the_rows_that_break_them(
+        prod: SupabaseDb) -> None:
+    # A legacy row the new rules refuse: 0006 would leave that constraint NOT VALID.
+    prod.admin.execute("update chat_messages set input_tokens = -5"
+                       " where id = (select min(id) from chat_messages)")
+    prod.admin.commit()
+    result = run("migrate", "--dry-run", "--dsn", prod.dsn)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "replaces the app's function public.sync_user_conversations(uuid, jsonb)" in out
+    assert ("creates public.write_chat_exchange (SECURITY INVOKER) calling"
+            " pgchat_private.write_chat_exchange") in out
+    assert "adds constraint chat_messages_input_tokens_range on public.chat_messages NOT VALID" \
+        in out
+    assert ("leaves chat_messages_input_tokens_range NOT VALID: 1 existing row(s) of"
+            " public.chat_messages break it") in out
+    assert "validates chat_messages_output_tokens_range" in out
+    assert "no plan available" not in out
