@@ -326,9 +326,9 @@ BEGIN
                     'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
             -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
             models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                ELSE coalesce(u.models_used, '{}'::jsonb) || (
+                ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
                     SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
-                    FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)) END,
+                    FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
             sessions_created = u.sessions_created + EXCLUDED.sessions_created,
             active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                 THEN u.active_seconds + EXCLUDED.active_seconds
@@ -624,9 +624,9 @@ BEGIN
                     ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
                         'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
                 models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                    ELSE coalesce(u.models_used, '{}'::jsonb) || (  -- jsonb_add_counts, inline
+                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((  -- jsonb_add_counts, inline
                         SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
-                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)) END,
+                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
                 active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                     THEN u.active_seconds + EXCLUDED.active_seconds
                     ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
