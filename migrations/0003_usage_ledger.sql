@@ -324,8 +324,11 @@ BEGIN
                 THEN u.total_tokens + EXCLUDED.total_tokens
                 ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
                     'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+            -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
             models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                ELSE pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used) END,
+                ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
+                    SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
+                    FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
             sessions_created = u.sessions_created + EXCLUDED.sessions_created,
             active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                 THEN u.active_seconds + EXCLUDED.active_seconds
@@ -621,7 +624,9 @@ BEGIN
                     ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
                         'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
                 models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                    ELSE pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used) END,
+                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((  -- jsonb_add_counts, inline
+                        SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
+                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
                 active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                     THEN u.active_seconds + EXCLUDED.active_seconds
                     ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
@@ -785,8 +790,13 @@ CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_messages
     FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
 CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_sessions
     FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+-- The WHEN clause skips the call when the writer moved both timestamps (every live statistics
+-- update does): the function would return NEW unchanged then, and its call costs on every write.
 CREATE TRIGGER on_session_updated BEFORE UPDATE ON public.chat_sessions
-    FOR EACH ROW EXECUTE FUNCTION public.update_session_timestamp();
+    FOR EACH ROW
+    WHEN (NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at
+          OR NEW.last_activity IS NOT DISTINCT FROM OLD.last_activity)
+    EXECUTE FUNCTION public.update_session_timestamp();
 
 CREATE TRIGGER _500_session_stats_insert AFTER INSERT ON public.chat_messages
     REFERENCING NEW TABLE AS new_rows

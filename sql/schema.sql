@@ -281,8 +281,11 @@ BEGIN
                 THEN u.total_tokens + EXCLUDED.total_tokens
                 ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
                     'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+            -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
             models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                ELSE pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used) END,
+                ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
+                    SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
+                    FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
             sessions_created = u.sessions_created + EXCLUDED.sessions_created,
             active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                 THEN u.active_seconds + EXCLUDED.active_seconds
@@ -1575,7 +1578,9 @@ BEGIN
                     ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
                         'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
                 models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                    ELSE pgchat.jsonb_add_counts(u.models_used, EXCLUDED.models_used) END,
+                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((  -- jsonb_add_counts, inline
+                        SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
+                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
                 active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                     THEN u.active_seconds + EXCLUDED.active_seconds
                     ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
@@ -2354,7 +2359,7 @@ CREATE TRIGGER _900_forget_usage AFTER DELETE ON public.profiles REFERENCING OLD
 -- Name: chat_sessions on_session_updated; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER on_session_updated BEFORE UPDATE ON public.chat_sessions FOR EACH ROW EXECUTE FUNCTION public.update_session_timestamp();
+CREATE TRIGGER on_session_updated BEFORE UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((NOT (new.updated_at IS DISTINCT FROM old.updated_at)) OR (NOT (new.last_activity IS DISTINCT FROM old.last_activity)))) EXECUTE FUNCTION public.update_session_timestamp();
 
 --
 -- Name: profiles update_profiles_updated_at; Type: TRIGGER; Schema: public; Owner: -
