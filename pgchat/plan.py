@@ -251,17 +251,23 @@ def _plan_0005(conn: psycopg.Connection, plan: MigrationPlan) -> None:
 
 
 def _plan_0006(conn: psycopg.Connection, plan: MigrationPlan) -> None:
-    for table, name, expr in _integrity_checks():
+    checks = _integrity_checks()
+    for table in dict.fromkeys(t for t, _, _ in checks):
         if not _exists(conn, f"public.{table}"):
             continue
-        bad = _scalar(conn, f"SELECT count(*) FROM public.{table} WHERE NOT ({expr})")
-        if bad:
-            plan.actions.append(f"leaves {name} NOT VALID: {bad} existing row(s) of"
-                                f" public.{table} break it (named in a warning; fix them, then"
-                                " run SELECT pgchat.validate_integrity())")
-        else:
-            plan.actions.append(f"validates {name} (SHARE UPDATE EXCLUSIVE: the app keeps"
-                                " writing)")
+        mine = [(name, expr) for t, name, expr in checks if t == table]
+        # One scan of the table counts the rows that break each of its constraints.
+        counts = ", ".join(f"count(*) FILTER (WHERE NOT ({expr}))" for _, expr in mine)
+        row = conn.execute(f"SELECT {counts} FROM public.{table}").fetchone()
+        assert row is not None
+        for (name, _), bad in zip(mine, row, strict=True):
+            if bad:
+                plan.actions.append(f"leaves {name} NOT VALID: {bad} existing row(s) of"
+                                    f" public.{table} break it (named in a warning; fix them,"
+                                    " then run SELECT pgchat.validate_integrity())")
+            else:
+                plan.actions.append(f"validates {name} (SHARE UPDATE EXCLUSIVE: the app keeps"
+                                    " writing)")
 
 
 _PLANNERS = {"0001_supabase_standin": _plan_0001, "0002_baseline": _plan_0002,
