@@ -159,21 +159,27 @@ COMMENT ON SCHEMA pgchat IS 'pgchat internals (usage ledger, helpers); not expos
 REVOKE ALL ON SCHEMA pgchat FROM PUBLIC;
 
 CREATE TABLE pgchat.usage_ledger (
-    kind text NOT NULL CHECK (kind IN ('message', 'session')),
+    kind text NOT NULL,
     event_key text NOT NULL,
     user_id uuid NOT NULL,  -- no FK: see tg_profiles__forget_usage
     usage_date date NOT NULL,
     session_id text,
-    messages_sent integer NOT NULL DEFAULT 0 CHECK (messages_sent >= 0),
-    messages_received integer NOT NULL DEFAULT 0 CHECK (messages_received >= 0),
-    input_tokens integer NOT NULL DEFAULT 0 CHECK (input_tokens >= 0),
-    output_tokens integer NOT NULL DEFAULT 0 CHECK (output_tokens >= 0),
+    messages_sent integer NOT NULL DEFAULT 0,
+    messages_received integer NOT NULL DEFAULT 0,
+    input_tokens integer NOT NULL DEFAULT 0,
+    output_tokens integer NOT NULL DEFAULT 0,
     model text,
-    sessions_created integer NOT NULL DEFAULT 0 CHECK (sessions_created >= 0),
-    active_seconds integer NOT NULL DEFAULT 0 CHECK (active_seconds >= 0),
-    source text NOT NULL CHECK (source IN ('trigger', 'track_user_usage', 'adopted')),
+    sessions_created integer NOT NULL DEFAULT 0,
+    active_seconds integer NOT NULL DEFAULT 0,
+    source text NOT NULL,
     booked_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (kind, event_key)
+    PRIMARY KEY (kind, event_key),
+    -- One constraint, not one per column: each statement that writes a table prepares its
+    -- CHECK expressions again, and the live path writes the ledger on every message.
+    CONSTRAINT usage_ledger_valid CHECK (
+        kind IN ('message', 'session') AND source IN ('trigger', 'track_user_usage', 'adopted')
+        AND least(messages_sent, messages_received, input_tokens, output_tokens, sessions_created,
+                  active_seconds) >= 0)
 );
 CREATE INDEX usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
 COMMENT ON TABLE pgchat.usage_ledger IS
@@ -397,9 +403,11 @@ END
 $fn$;
 
 -- The one lock order of every write path: a statement writes its message (or session) rows,
--- then its trigger locks the users' profiles, then their sessions, each by id, and the daily
--- counters come last (inside book_usage). No path locks anything before writing its rows, so
--- concurrent writers queue instead of deadlocking. Called as a statement of its own, so that
+-- then its trigger locks the users' profiles, in id order, and their sessions, each session
+-- after its owner's profile, and the daily counters come last (inside book_usage). No path
+-- locks anything before writing its rows, so concurrent writers queue instead of deadlocking:
+-- a session is only ever locked by a transaction that holds its owner's profile, so the only
+-- lock two writers can wait for each other on is a profile, and those are taken in id order. Called as a statement of its own, so that
 -- what follows runs on a snapshot taken after any wait and sees the writes it waited for (a
 -- refresh computed on an older snapshot would show an older "last message").
 CREATE FUNCTION pgchat.lock_in_order(p_users uuid[], p_sessions text[])
@@ -507,22 +515,20 @@ DECLARE
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
 BEGIN
-    -- Inserts (the live path, and every bulk insert) run in three statements straight from
-    -- new_rows, without arrays: the two locks in lock_in_order's order (profiles, then
-    -- sessions), then one statement that does what refresh_sessions and book_usage do for the
-    -- other events (the same rules, the same order of writes). Each statement costs its start-up
-    -- on every call, which is most of what a live write costs beyond its row writes.
+    -- Inserts (the live path, and every bulk insert) run in two statements straight from
+    -- new_rows, without arrays: the locks, in one statement (rows come out sorted by profile,
+    -- then session, and each is locked as it comes out: a user's profile before that user's
+    -- sessions, as lock_in_order does), then one statement that does what refresh_sessions and
+    -- book_usage do for the other events (the same rules, the same order of writes). Each
+    -- statement costs its start-up on every call, which is most of what a live write costs
+    -- beyond its row writes.
     IF TG_OP = 'INSERT' THEN
-        PERFORM 1 FROM public.profiles p
-        WHERE p.id = ANY (ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s
-                                WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))))
-        ORDER BY p.id FOR NO KEY UPDATE;
+        PERFORM 1 FROM public.chat_sessions s JOIN public.profiles p ON p.id = s.user_id
+        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
+        ORDER BY p.id, s.id FOR NO KEY UPDATE OF p, s;
         IF NOT FOUND THEN  -- nothing was inserted (INSERT ... ON CONFLICT DO NOTHING)
             RETURN NULL;
         END IF;
-        PERFORM 1 FROM public.chat_sessions s
-        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
-        ORDER BY s.id FOR NO KEY UPDATE;
         WITH d AS (
             SELECT n.session_id,
                    count(*) FILTER (WHERE coalesce(n.error_message, '') = '') AS messages,
@@ -575,7 +581,8 @@ BEGIN
             WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
             ORDER BY n.id
             ON CONFLICT (kind, event_key) DO NOTHING
-            RETURNING l.*
+            RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
+                      l.input_tokens, l.output_tokens, l.active_seconds
         ), models AS (
             SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
             FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses

@@ -26,8 +26,10 @@
 -- definer it is the owner). `anon` and `authenticated` act only as auth.uid(), whatever claim
 -- says otherwise (a claim role `service_role` under SET ROLE authenticated is refused);
 -- `service_role` and every database role act for anyone.
+-- Returns p_user_id, so that a caller can run it as an assignment: a PL/pgSQL assignment is
+-- evaluated as a simple expression, while PERFORM starts the executor (about 10 us a call).
 CREATE FUNCTION pgchat.assert_acting_for(p_user_id uuid)
-RETURNS void LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+RETURNS uuid LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 DECLARE
     v_role text := pg_catalog.current_setting('role');
 BEGIN
@@ -40,6 +42,7 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
     END IF;
+    RETURN p_user_id;
 END
 $fn$;
 
@@ -70,7 +73,13 @@ CREATE TYPE pgchat.parsed_message AS (
 
 -- Parse the messages of conversations ([{"id": ..., "messages": [ChatMessage, ...]}, ...]) in
 -- one set-based query: one call for a whole upload, not one per conversation (a call costs
--- more than parsing its one message).
+-- more than parsing its one message). The one parser of the frontend's message shape: the
+-- exchange (one or two messages) and the upload (thousands) both call it.
+-- It returns an array, not a set: the caller assigns it to a variable in a simple expression,
+-- without a query of its own around the call and without a tuplestore in between.
+-- enable_memoize = off: the planner puts a Memoize node under each LATERAL step, which never
+-- hits (every message is a new key) and whose start-up was a third of the cost of parsing
+-- the two messages of an exchange.
 -- `reason` is NULL for a valid message, else its first problem. A message flagged
 -- `error: true` or carrying an error_message is `failed`. Token counts must be integers from 0
 -- to 10,000,000 (missing or null is 0; no model has a context window near that, and the cap
@@ -84,9 +93,10 @@ CREATE TYPE pgchat.parsed_message AS (
 -- Ids have at most 255 characters (chat_messages_id_length, 0005). STABLE, not IMMUTABLE: the
 -- window ends at now() + 1 day.
 CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb)
-RETURNS SETOF pgchat.parsed_message LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+RETURNS pgchat.parsed_message[] LANGUAGE plpgsql STABLE
+SET search_path = '' SET enable_memoize = off AS $fn$
 BEGIN
-    RETURN QUERY
+    RETURN ARRAY(SELECT ROW(q.*)::pgchat.parsed_message FROM (
     SELECT c.conv ->> 'id', e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
            coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
@@ -178,7 +188,8 @@ BEGIN
              WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 10000000
                   THEN round(j.elapsed::numeric)::integer END AS elapsed
         OFFSET 0
-    ) n;
+    ) n
+    ) q);
 END
 $fn$;
 
@@ -266,13 +277,11 @@ BEGIN
     ) c;
 
     -- Messages of the conversations that have an id.
-    v_msgs := ARRAY(
-        SELECT m FROM pgchat.parse_messages((
-            SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
-            FROM jsonb_array_elements(v_convs) AS c
-            WHERE c ->> 'id' <> '')) AS m
-    );
+    v_msgs := pgchat.parse_messages((
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
+        FROM jsonb_array_elements(v_convs) AS c
+        WHERE c ->> 'id' <> ''));
 
     -- Every problem, one row each: conversation-level, message-level, ownership of message ids,
     -- and a conversation whose token total would pass what chat_sessions.total_tokens holds.
@@ -426,6 +435,11 @@ COMMENT ON FUNCTION pgchat_private.sync_user_conversations(uuid, jsonb) IS
 -- error_message (p_assistant_message NULL) and counts nothing; the retry that succeeds reuses
 -- the user message id, updates that row in place and is counted then, once. Writing the same
 -- exchange again changes nothing. Returns {session_created, messages_written}.
+-- This is the path every chat message takes, so it runs as few statements as it can: checks
+-- on values are PL/pgSQL expressions (no executor), and the live case (new messages in an
+-- existing conversation) runs three statements: the session's owner, the parser's query and
+-- the INSERT. Messages stored already (a retry, a repeat) are checked after the INSERT has
+-- skipped them; an error then undoes everything the call wrote, as any error does.
 CREATE FUNCTION pgchat_private.write_chat_exchange(
     p_user_id uuid,
     p_session_id text,
@@ -435,16 +449,20 @@ CREATE FUNCTION pgchat_private.write_chat_exchange(
 ) RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
-    v_seen uuid;            -- the session's owner when first looked at (NULL: no session)
-    v_owner uuid;
-    v_user pgchat.parsed_message;
+    v_acting uuid;
+    v_seen uuid;            -- the session's owner (NULL: no such session yet)
+    v_owner uuid;           -- the same, once locked
+    v_user_message jsonb := p_user_message;
+    v_assistant_message jsonb := p_assistant_message;
     v_rows pgchat.parsed_message[];
+    v_count integer;
+    v_reason text;
     v_bad record;
     v_session_created boolean := false;
     v_written integer;
     v_updated integer;
 BEGIN
-    PERFORM pgchat.assert_acting_for(p_user_id);
+    v_acting := pgchat.assert_acting_for(p_user_id);
     IF coalesce(btrim(p_session_id), '') = '' THEN
         RAISE EXCEPTION 'write_chat_exchange: p_session_id is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -460,77 +478,73 @@ BEGIN
         RAISE EXCEPTION 'write_chat_exchange: messages must be JSON objects (ChatMessage)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The session's owner, twice in one statement: as this statement's snapshot shows it, and
+    -- once locked. Like every write path, this one writes its rows first and the triggers then
+    -- lock profile and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one
+    -- lock taken before, FOR KEY SHARE on the session, conflicts with neither: it only holds off
+    -- a DELETE of the session until this transaction ends. A session that was there and is gone
+    -- once locked was deleted by a concurrent call: a lost race, and nothing is written.
+    SELECT (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id),
+           (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id FOR KEY SHARE)
+    INTO v_seen, v_owner;
     -- Another user's conversation: refused before anything else is looked at.
-    SELECT user_id INTO v_seen FROM public.chat_sessions WHERE id = p_session_id;
-    IF v_seen <> p_user_id THEN
+    IF v_seen <> p_user_id OR v_owner <> p_user_id THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- A missing timestamp means "now" for a new message (this is the live path, written right
-    -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
-    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(jsonb_build_array(jsonb_build_object(
-        'id', p_session_id, 'messages', jsonb_build_array(
-        jsonb_build_object('role', 'user',
-            'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                   WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
-        || CASE WHEN p_assistant_message IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(
-            jsonb_build_object('role', 'assistant',
-                'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                       WHERE id = p_assistant_message ->> 'id'), now()),
-                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END))) AS m);
-    v_user := v_rows[1];
-    -- The first problem, if any. A stored message may be written again only as itself: same
-    -- conversation, same role, and for a reply the same question it answers.
-    SELECT v.ord, v.id, v.reason, v.is_foreign INTO v_bad
-    FROM (
-        SELECT r.ord, r.id, coalesce(r.reason, CASE
-            WHEN r.ord = 1 AND r.role <> 'user' THEN 'the first message must have role user'
-            WHEN r.ord = 2 AND r.role <> 'assistant' THEN 'the reply must have role assistant'
-            WHEN r.ord = 2 AND r.id = v_user.id THEN 'the reply needs an id of its own'
-            WHEN r.ord = 2 AND r.user_message_id IS DISTINCT FROM v_user.id
-                THEN 'the reply''s user_message_id must be the user message id'
-            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
-            WHEN x.session_id <> p_session_id
-                THEN format('message id already belongs to conversation %s', x.session_id)
-            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
-            WHEN r.ord = 2 AND x.id IS NOT NULL AND x.user_message_id IS DISTINCT FROM r.user_message_id
-                THEN 'message id already belongs to the reply to another message'
-        END) AS reason,
-        coalesce(r.reason IS NULL AND o.user_id <> p_user_id, false) AS is_foreign
-        FROM unnest(v_rows) AS r
-        LEFT JOIN public.chat_messages x ON x.id = r.id
-        LEFT JOIN public.chat_sessions o ON o.id = x.session_id
-    ) v
-    WHERE v.reason IS NOT NULL
-    ORDER BY v.ord LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_bad.id, '#' || v_bad.ord), v_bad.reason
-            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
-                                 ELSE 'invalid_parameter_value' END;
-    END IF;
-
-    -- Like every write path, this one writes its rows first and the triggers then lock profile
-    -- and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one lock taken
-    -- before, FOR KEY SHARE on the session, conflicts with neither: it only holds off a DELETE
-    -- of the session until this transaction ends. A session deleted since it was first looked
-    -- at is a lost race: nothing is written and the caller is told to retry (40001), instead
-    -- of the raw foreign-key error (23503) the messages would get.
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
-    IF v_owner IS NULL AND v_seen IS NULL THEN
-        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
-                v_user.message_timestamp, v_user.message_timestamp, v_user.message_timestamp)
-        ON CONFLICT (id) DO NOTHING;
-        v_session_created := FOUND;
-        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
-    END IF;
-    IF v_owner IS NULL THEN
+    IF v_owner IS NULL AND v_seen IS NOT NULL THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
             p_session_id USING ERRCODE = 'serialization_failure';
     END IF;
-    IF v_owner <> p_user_id THEN  -- created by someone else since the check above
-        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
-            USING ERRCODE = 'insufficient_privilege';
+    -- A missing timestamp means "now" for a new message (this is the live path, written right
+    -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
+    IF NOT p_user_message ? 'timestamp' THEN
+        v_user_message := jsonb_build_object('timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                              WHERE id = p_user_message ->> 'id'), now())) || p_user_message;
+    END IF;
+    IF NOT p_assistant_message ? 'timestamp' THEN
+        v_assistant_message := jsonb_build_object('timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                                   WHERE id = p_assistant_message ->> 'id'), now())) || p_assistant_message;
+    END IF;
+    v_rows := pgchat.parse_messages(jsonb_build_array(jsonb_build_object('id', p_session_id, 'messages',
+        CASE WHEN p_assistant_message IS NULL
+             THEN jsonb_build_array(jsonb_build_object('role', 'user') || v_user_message)
+             ELSE jsonb_build_array(jsonb_build_object('role', 'user') || v_user_message,
+                                    jsonb_build_object('role', 'assistant', 'user_message_id', p_user_message ->> 'id')
+                                    || v_assistant_message) END)));
+    v_count := cardinality(v_rows);
+    -- The first problem, if any: the parser's, then the shape of an exchange.
+    FOR i IN 1 .. v_count LOOP
+        v_reason := coalesce(v_rows[i].reason, CASE
+            WHEN i = 1 AND v_rows[1].role <> 'user' THEN 'the first message must have role user'
+            WHEN i = 2 AND v_rows[2].role <> 'assistant' THEN 'the reply must have role assistant'
+            WHEN i = 2 AND v_rows[2].id = v_rows[1].id THEN 'the reply needs an id of its own'
+            WHEN i = 2 AND v_rows[2].user_message_id IS DISTINCT FROM v_rows[1].id
+                THEN 'the reply''s user_message_id must be the user message id' END);
+        IF v_reason IS NOT NULL THEN
+            RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_rows[i].id, '#' || i), v_reason
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+
+    -- A new conversation. One created by someone else meanwhile, or created and deleted again,
+    -- is a lost race: nothing is written and the caller is told so, instead of the raw
+    -- foreign-key error (23503) the messages would get.
+    IF v_owner IS NULL THEN
+        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
+        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
+                v_rows[1].message_timestamp, v_rows[1].message_timestamp, v_rows[1].message_timestamp)
+        ON CONFLICT (id) DO NOTHING;
+        v_session_created := FOUND;
+        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+        IF v_owner IS NULL THEN
+            RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+                p_session_id USING ERRCODE = 'serialization_failure';
+        END IF;
+        IF v_owner <> p_user_id THEN
+            RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
 
     -- New messages (the live case) are inserted; ON CONFLICT DO NOTHING, not DO UPDATE, so that
@@ -542,38 +556,53 @@ BEGIN
     SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
            r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
            r.message_timestamp, r.error_message
-    FROM unnest(v_rows) r ORDER BY r.ord
+    FROM unnest(v_rows) r
     ON CONFLICT (id) DO NOTHING;
     GET DIAGNOSTICS v_written = ROW_COUNT;
-    -- Messages stored already (a retry, a repeat): updated in place where they changed, and only
-    -- if they are this conversation's and of the same role (checked above; checked again here).
-    IF v_written < cardinality(v_rows) THEN
-        UPDATE public.chat_messages t SET
-            content = r.content, model = r.model, total_tokens = r.total_tokens,
-            input_tokens = r.input_tokens, output_tokens = r.output_tokens,
-            user_message_id = r.user_message_id, content_type = r.content_type,
-            elapsed_time = r.elapsed_time, completion_id = r.completion_id,
-            message_timestamp = r.message_timestamp, error_message = r.error_message
-        FROM unnest(v_rows) r
-        WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
-          AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
-               t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
-              IS DISTINCT FROM
-              (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
-               r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
-        GET DIAGNOSTICS v_updated = ROW_COUNT;
-        v_written := v_written + v_updated;
-    END IF;
-    -- A row left alone is either unchanged (a repeat) or, if a concurrent call stored the same
-    -- id elsewhere since the checks above, not ours to touch: then nothing is written.
-    IF v_written < cardinality(v_rows) AND EXISTS (
-            SELECT 1 FROM unnest(v_rows) r JOIN public.chat_messages x ON x.id = r.id
-            WHERE x.session_id <> p_session_id OR x.role <> r.role) THEN
-        RAISE EXCEPTION 'write_chat_exchange: a message id of this exchange was stored elsewhere by a concurrent call; nothing was written, retry is safe'
-            USING ERRCODE = 'serialization_failure';
+    IF v_written = v_count THEN
+        RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
     END IF;
 
-    RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
+    -- Messages stored already (a retry, a repeat, or a concurrent call's: the INSERT waited for
+    -- it and this statement sees it). One may be written again only as itself: same
+    -- conversation, same role, and for a reply the same question it answers. The lookups are
+    -- LATERAL so that they use the primary keys whatever the size of the tables.
+    SELECT r.ord, r.id, CASE
+            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
+            WHEN x.session_id <> p_session_id
+                THEN format('message id already belongs to conversation %s', x.session_id)
+            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
+            ELSE 'message id already belongs to the reply to another message'
+        END AS reason, coalesce(o.user_id <> p_user_id, false) AS is_foreign
+    INTO v_bad
+    FROM unnest(v_rows) AS r
+    CROSS JOIN LATERAL (SELECT x.session_id, x.role, x.user_message_id
+                        FROM public.chat_messages x WHERE x.id = r.id) x
+    LEFT JOIN LATERAL (SELECT o.user_id FROM public.chat_sessions o WHERE o.id = x.session_id) o ON true
+    WHERE o.user_id <> p_user_id OR x.session_id <> p_session_id OR x.role <> r.role
+       OR (r.ord = 2 AND x.user_message_id IS DISTINCT FROM r.user_message_id)
+    ORDER BY r.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'write_chat_exchange: message %: %', v_bad.id, v_bad.reason
+            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
+                                 ELSE 'invalid_parameter_value' END;
+    END IF;
+    -- Updated in place where they changed (checked above; checked again here).
+    UPDATE public.chat_messages t SET
+        content = r.content, model = r.model, total_tokens = r.total_tokens,
+        input_tokens = r.input_tokens, output_tokens = r.output_tokens,
+        user_message_id = r.user_message_id, content_type = r.content_type,
+        elapsed_time = r.elapsed_time, completion_id = r.completion_id,
+        message_timestamp = r.message_timestamp, error_message = r.error_message
+    FROM unnest(v_rows) r
+    WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
+      AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
+           t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
+          IS DISTINCT FROM
+          (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
+           r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
+    GET DIAGNOSTICS v_updated = ROW_COUNT;
+    RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written + v_updated);
 END
 $fn$;
 COMMENT ON FUNCTION pgchat_private.write_chat_exchange(uuid, text, jsonb, jsonb, text) IS

@@ -182,7 +182,7 @@ $$;
 -- Name: assert_acting_for(uuid); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION pgchat.assert_acting_for(p_user_id uuid) RETURNS void
+CREATE FUNCTION pgchat.assert_acting_for(p_user_id uuid) RETURNS uuid
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
@@ -198,6 +198,7 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
     END IF;
+    RETURN p_user_id;
 END
 $$;
 
@@ -457,12 +458,13 @@ $$;
 -- Name: parse_messages(jsonb); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb) RETURNS SETOF pgchat.parsed_message
+CREATE FUNCTION pgchat.parse_messages(p_conversations jsonb) RETURNS pgchat.parsed_message[]
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
+    SET enable_memoize TO 'off'
     AS $_$
 BEGIN
-    RETURN QUERY
+    RETURN ARRAY(SELECT ROW(q.*)::pgchat.parsed_message FROM (
     SELECT c.conv ->> 'id', e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
            coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
@@ -554,7 +556,8 @@ BEGIN
              WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 10000000
                   THEN round(j.elapsed::numeric)::integer END AS elapsed
         OFFSET 0
-    ) n;
+    ) n
+    ) q);
 END
 $_$;
 
@@ -988,13 +991,11 @@ BEGIN
     ) c;
 
     -- Messages of the conversations that have an id.
-    v_msgs := ARRAY(
-        SELECT m FROM pgchat.parse_messages((
-            SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
-            FROM jsonb_array_elements(v_convs) AS c
-            WHERE c ->> 'id' <> '')) AS m
-    );
+    v_msgs := pgchat.parse_messages((
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
+        FROM jsonb_array_elements(v_convs) AS c
+        WHERE c ->> 'id' <> ''));
 
     -- Every problem, one row each: conversation-level, message-level, ownership of message ids,
     -- and a conversation whose token total would pass what chat_sessions.total_tokens holds.
@@ -1189,16 +1190,20 @@ CREATE FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id 
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
-    v_seen uuid;            -- the session's owner when first looked at (NULL: no session)
-    v_owner uuid;
-    v_user pgchat.parsed_message;
+    v_acting uuid;
+    v_seen uuid;            -- the session's owner (NULL: no such session yet)
+    v_owner uuid;           -- the same, once locked
+    v_user_message jsonb := p_user_message;
+    v_assistant_message jsonb := p_assistant_message;
     v_rows pgchat.parsed_message[];
+    v_count integer;
+    v_reason text;
     v_bad record;
     v_session_created boolean := false;
     v_written integer;
     v_updated integer;
 BEGIN
-    PERFORM pgchat.assert_acting_for(p_user_id);
+    v_acting := pgchat.assert_acting_for(p_user_id);
     IF coalesce(btrim(p_session_id), '') = '' THEN
         RAISE EXCEPTION 'write_chat_exchange: p_session_id is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -1214,77 +1219,73 @@ BEGIN
         RAISE EXCEPTION 'write_chat_exchange: messages must be JSON objects (ChatMessage)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The session's owner, twice in one statement: as this statement's snapshot shows it, and
+    -- once locked. Like every write path, this one writes its rows first and the triggers then
+    -- lock profile and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one
+    -- lock taken before, FOR KEY SHARE on the session, conflicts with neither: it only holds off
+    -- a DELETE of the session until this transaction ends. A session that was there and is gone
+    -- once locked was deleted by a concurrent call: a lost race, and nothing is written.
+    SELECT (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id),
+           (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id FOR KEY SHARE)
+    INTO v_seen, v_owner;
     -- Another user's conversation: refused before anything else is looked at.
-    SELECT user_id INTO v_seen FROM public.chat_sessions WHERE id = p_session_id;
-    IF v_seen <> p_user_id THEN
+    IF v_seen <> p_user_id OR v_owner <> p_user_id THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- A missing timestamp means "now" for a new message (this is the live path, written right
-    -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
-    v_rows := ARRAY(SELECT m FROM pgchat.parse_messages(jsonb_build_array(jsonb_build_object(
-        'id', p_session_id, 'messages', jsonb_build_array(
-        jsonb_build_object('role', 'user',
-            'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                   WHERE id = p_user_message ->> 'id'), now())) || p_user_message)
-        || CASE WHEN p_assistant_message IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(
-            jsonb_build_object('role', 'assistant',
-                'timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                       WHERE id = p_assistant_message ->> 'id'), now()),
-                'user_message_id', p_user_message ->> 'id') || p_assistant_message) END))) AS m);
-    v_user := v_rows[1];
-    -- The first problem, if any. A stored message may be written again only as itself: same
-    -- conversation, same role, and for a reply the same question it answers.
-    SELECT v.ord, v.id, v.reason, v.is_foreign INTO v_bad
-    FROM (
-        SELECT r.ord, r.id, coalesce(r.reason, CASE
-            WHEN r.ord = 1 AND r.role <> 'user' THEN 'the first message must have role user'
-            WHEN r.ord = 2 AND r.role <> 'assistant' THEN 'the reply must have role assistant'
-            WHEN r.ord = 2 AND r.id = v_user.id THEN 'the reply needs an id of its own'
-            WHEN r.ord = 2 AND r.user_message_id IS DISTINCT FROM v_user.id
-                THEN 'the reply''s user_message_id must be the user message id'
-            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
-            WHEN x.session_id <> p_session_id
-                THEN format('message id already belongs to conversation %s', x.session_id)
-            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
-            WHEN r.ord = 2 AND x.id IS NOT NULL AND x.user_message_id IS DISTINCT FROM r.user_message_id
-                THEN 'message id already belongs to the reply to another message'
-        END) AS reason,
-        coalesce(r.reason IS NULL AND o.user_id <> p_user_id, false) AS is_foreign
-        FROM unnest(v_rows) AS r
-        LEFT JOIN public.chat_messages x ON x.id = r.id
-        LEFT JOIN public.chat_sessions o ON o.id = x.session_id
-    ) v
-    WHERE v.reason IS NOT NULL
-    ORDER BY v.ord LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_bad.id, '#' || v_bad.ord), v_bad.reason
-            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
-                                 ELSE 'invalid_parameter_value' END;
-    END IF;
-
-    -- Like every write path, this one writes its rows first and the triggers then lock profile
-    -- and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one lock taken
-    -- before, FOR KEY SHARE on the session, conflicts with neither: it only holds off a DELETE
-    -- of the session until this transaction ends. A session deleted since it was first looked
-    -- at is a lost race: nothing is written and the caller is told to retry (40001), instead
-    -- of the raw foreign-key error (23503) the messages would get.
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
-    IF v_owner IS NULL AND v_seen IS NULL THEN
-        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
-                v_user.message_timestamp, v_user.message_timestamp, v_user.message_timestamp)
-        ON CONFLICT (id) DO NOTHING;
-        v_session_created := FOUND;
-        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
-    END IF;
-    IF v_owner IS NULL THEN
+    IF v_owner IS NULL AND v_seen IS NOT NULL THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
             p_session_id USING ERRCODE = 'serialization_failure';
     END IF;
-    IF v_owner <> p_user_id THEN  -- created by someone else since the check above
-        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
-            USING ERRCODE = 'insufficient_privilege';
+    -- A missing timestamp means "now" for a new message (this is the live path, written right
+    -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
+    IF NOT p_user_message ? 'timestamp' THEN
+        v_user_message := jsonb_build_object('timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                              WHERE id = p_user_message ->> 'id'), now())) || p_user_message;
+    END IF;
+    IF NOT p_assistant_message ? 'timestamp' THEN
+        v_assistant_message := jsonb_build_object('timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
+                                   WHERE id = p_assistant_message ->> 'id'), now())) || p_assistant_message;
+    END IF;
+    v_rows := pgchat.parse_messages(jsonb_build_array(jsonb_build_object('id', p_session_id, 'messages',
+        CASE WHEN p_assistant_message IS NULL
+             THEN jsonb_build_array(jsonb_build_object('role', 'user') || v_user_message)
+             ELSE jsonb_build_array(jsonb_build_object('role', 'user') || v_user_message,
+                                    jsonb_build_object('role', 'assistant', 'user_message_id', p_user_message ->> 'id')
+                                    || v_assistant_message) END)));
+    v_count := cardinality(v_rows);
+    -- The first problem, if any: the parser's, then the shape of an exchange.
+    FOR i IN 1 .. v_count LOOP
+        v_reason := coalesce(v_rows[i].reason, CASE
+            WHEN i = 1 AND v_rows[1].role <> 'user' THEN 'the first message must have role user'
+            WHEN i = 2 AND v_rows[2].role <> 'assistant' THEN 'the reply must have role assistant'
+            WHEN i = 2 AND v_rows[2].id = v_rows[1].id THEN 'the reply needs an id of its own'
+            WHEN i = 2 AND v_rows[2].user_message_id IS DISTINCT FROM v_rows[1].id
+                THEN 'the reply''s user_message_id must be the user message id' END);
+        IF v_reason IS NOT NULL THEN
+            RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_rows[i].id, '#' || i), v_reason
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+
+    -- A new conversation. One created by someone else meanwhile, or created and deleted again,
+    -- is a lost race: nothing is written and the caller is told so, instead of the raw
+    -- foreign-key error (23503) the messages would get.
+    IF v_owner IS NULL THEN
+        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
+        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
+                v_rows[1].message_timestamp, v_rows[1].message_timestamp, v_rows[1].message_timestamp)
+        ON CONFLICT (id) DO NOTHING;
+        v_session_created := FOUND;
+        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+        IF v_owner IS NULL THEN
+            RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+                p_session_id USING ERRCODE = 'serialization_failure';
+        END IF;
+        IF v_owner <> p_user_id THEN
+            RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
 
     -- New messages (the live case) are inserted; ON CONFLICT DO NOTHING, not DO UPDATE, so that
@@ -1296,38 +1297,53 @@ BEGIN
     SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
            r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
            r.message_timestamp, r.error_message
-    FROM unnest(v_rows) r ORDER BY r.ord
+    FROM unnest(v_rows) r
     ON CONFLICT (id) DO NOTHING;
     GET DIAGNOSTICS v_written = ROW_COUNT;
-    -- Messages stored already (a retry, a repeat): updated in place where they changed, and only
-    -- if they are this conversation's and of the same role (checked above; checked again here).
-    IF v_written < cardinality(v_rows) THEN
-        UPDATE public.chat_messages t SET
-            content = r.content, model = r.model, total_tokens = r.total_tokens,
-            input_tokens = r.input_tokens, output_tokens = r.output_tokens,
-            user_message_id = r.user_message_id, content_type = r.content_type,
-            elapsed_time = r.elapsed_time, completion_id = r.completion_id,
-            message_timestamp = r.message_timestamp, error_message = r.error_message
-        FROM unnest(v_rows) r
-        WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
-          AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
-               t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
-              IS DISTINCT FROM
-              (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
-               r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
-        GET DIAGNOSTICS v_updated = ROW_COUNT;
-        v_written := v_written + v_updated;
-    END IF;
-    -- A row left alone is either unchanged (a repeat) or, if a concurrent call stored the same
-    -- id elsewhere since the checks above, not ours to touch: then nothing is written.
-    IF v_written < cardinality(v_rows) AND EXISTS (
-            SELECT 1 FROM unnest(v_rows) r JOIN public.chat_messages x ON x.id = r.id
-            WHERE x.session_id <> p_session_id OR x.role <> r.role) THEN
-        RAISE EXCEPTION 'write_chat_exchange: a message id of this exchange was stored elsewhere by a concurrent call; nothing was written, retry is safe'
-            USING ERRCODE = 'serialization_failure';
+    IF v_written = v_count THEN
+        RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
     END IF;
 
-    RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written);
+    -- Messages stored already (a retry, a repeat, or a concurrent call's: the INSERT waited for
+    -- it and this statement sees it). One may be written again only as itself: same
+    -- conversation, same role, and for a reply the same question it answers. The lookups are
+    -- LATERAL so that they use the primary keys whatever the size of the tables.
+    SELECT r.ord, r.id, CASE
+            WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
+            WHEN x.session_id <> p_session_id
+                THEN format('message id already belongs to conversation %s', x.session_id)
+            WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
+            ELSE 'message id already belongs to the reply to another message'
+        END AS reason, coalesce(o.user_id <> p_user_id, false) AS is_foreign
+    INTO v_bad
+    FROM unnest(v_rows) AS r
+    CROSS JOIN LATERAL (SELECT x.session_id, x.role, x.user_message_id
+                        FROM public.chat_messages x WHERE x.id = r.id) x
+    LEFT JOIN LATERAL (SELECT o.user_id FROM public.chat_sessions o WHERE o.id = x.session_id) o ON true
+    WHERE o.user_id <> p_user_id OR x.session_id <> p_session_id OR x.role <> r.role
+       OR (r.ord = 2 AND x.user_message_id IS DISTINCT FROM r.user_message_id)
+    ORDER BY r.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'write_chat_exchange: message %: %', v_bad.id, v_bad.reason
+            USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
+                                 ELSE 'invalid_parameter_value' END;
+    END IF;
+    -- Updated in place where they changed (checked above; checked again here).
+    UPDATE public.chat_messages t SET
+        content = r.content, model = r.model, total_tokens = r.total_tokens,
+        input_tokens = r.input_tokens, output_tokens = r.output_tokens,
+        user_message_id = r.user_message_id, content_type = r.content_type,
+        elapsed_time = r.elapsed_time, completion_id = r.completion_id,
+        message_timestamp = r.message_timestamp, error_message = r.error_message
+    FROM unnest(v_rows) r
+    WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
+      AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
+           t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
+          IS DISTINCT FROM
+          (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
+           r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
+    GET DIAGNOSTICS v_updated = ROW_COUNT;
+    RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written + v_updated);
 END
 $$;
 
@@ -1461,22 +1477,20 @@ DECLARE
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
 BEGIN
-    -- Inserts (the live path, and every bulk insert) run in three statements straight from
-    -- new_rows, without arrays: the two locks in lock_in_order's order (profiles, then
-    -- sessions), then one statement that does what refresh_sessions and book_usage do for the
-    -- other events (the same rules, the same order of writes). Each statement costs its start-up
-    -- on every call, which is most of what a live write costs beyond its row writes.
+    -- Inserts (the live path, and every bulk insert) run in two statements straight from
+    -- new_rows, without arrays: the locks, in one statement (rows come out sorted by profile,
+    -- then session, and each is locked as it comes out: a user's profile before that user's
+    -- sessions, as lock_in_order does), then one statement that does what refresh_sessions and
+    -- book_usage do for the other events (the same rules, the same order of writes). Each
+    -- statement costs its start-up on every call, which is most of what a live write costs
+    -- beyond its row writes.
     IF TG_OP = 'INSERT' THEN
-        PERFORM 1 FROM public.profiles p
-        WHERE p.id = ANY (ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s
-                                WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))))
-        ORDER BY p.id FOR NO KEY UPDATE;
+        PERFORM 1 FROM public.chat_sessions s JOIN public.profiles p ON p.id = s.user_id
+        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
+        ORDER BY p.id, s.id FOR NO KEY UPDATE OF p, s;
         IF NOT FOUND THEN  -- nothing was inserted (INSERT ... ON CONFLICT DO NOTHING)
             RETURN NULL;
         END IF;
-        PERFORM 1 FROM public.chat_sessions s
-        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
-        ORDER BY s.id FOR NO KEY UPDATE;
         WITH d AS (
             SELECT n.session_id,
                    count(*) FILTER (WHERE coalesce(n.error_message, '') = '') AS messages,
@@ -1529,7 +1543,8 @@ BEGIN
             WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
             ORDER BY n.id
             ON CONFLICT (kind, event_key) DO NOTHING
-            RETURNING l.*
+            RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
+                      l.input_tokens, l.output_tokens, l.active_seconds
         ), models AS (
             SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
             FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
@@ -1766,14 +1781,7 @@ CREATE TABLE pgchat.usage_ledger (
     active_seconds integer DEFAULT 0 NOT NULL,
     source text NOT NULL,
     booked_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT usage_ledger_active_seconds_check CHECK ((active_seconds >= 0)),
-    CONSTRAINT usage_ledger_input_tokens_check CHECK ((input_tokens >= 0)),
-    CONSTRAINT usage_ledger_kind_check CHECK ((kind = ANY (ARRAY['message'::text, 'session'::text]))),
-    CONSTRAINT usage_ledger_messages_received_check CHECK ((messages_received >= 0)),
-    CONSTRAINT usage_ledger_messages_sent_check CHECK ((messages_sent >= 0)),
-    CONSTRAINT usage_ledger_output_tokens_check CHECK ((output_tokens >= 0)),
-    CONSTRAINT usage_ledger_sessions_created_check CHECK ((sessions_created >= 0)),
-    CONSTRAINT usage_ledger_source_check CHECK ((source = ANY (ARRAY['trigger'::text, 'track_user_usage'::text, 'adopted'::text])))
+    CONSTRAINT usage_ledger_valid CHECK (((kind = ANY (ARRAY['message'::text, 'session'::text])) AND (source = ANY (ARRAY['trigger'::text, 'track_user_usage'::text, 'adopted'::text])) AND (LEAST(messages_sent, messages_received, input_tokens, output_tokens, sessions_created, active_seconds) >= 0)))
 );
 
 --
