@@ -1545,20 +1545,21 @@ BEGIN
             ON CONFLICT (kind, event_key) DO NOTHING
             RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
                       l.input_tokens, l.output_tokens, l.active_seconds
-        ), models AS (
-            SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
-            FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
-                  FROM booked b WHERE b.model IS NOT NULL
-                  GROUP BY b.user_id, b.usage_date, b.model) m
+        ), daily AS (  -- per user and day; models_used counts each model's replies
+            SELECT m.user_id, m.usage_date,
+                   sum(m.messages_sent)::integer AS messages_sent,
+                   sum(m.messages_received)::integer AS messages_received,
+                   sum(m.input_tokens)::bigint AS input_tokens, sum(m.output_tokens)::bigint AS output_tokens,
+                   sum(m.active_seconds)::bigint AS active_seconds,
+                   coalesce(jsonb_object_agg(m.model, m.uses) FILTER (WHERE m.model IS NOT NULL), '{}'::jsonb)
+                       AS models_used,
+                   format('user %s on %s', m.user_id, m.usage_date) AS owner
+            FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses,
+                         sum(b.messages_sent) AS messages_sent, sum(b.messages_received) AS messages_received,
+                         sum(b.input_tokens) AS input_tokens, sum(b.output_tokens) AS output_tokens,
+                         sum(b.active_seconds) AS active_seconds
+                  FROM booked b GROUP BY b.user_id, b.usage_date, b.model) m
             GROUP BY m.user_id, m.usage_date
-        ), daily AS (
-            SELECT b.user_id, b.usage_date,
-                   sum(b.messages_sent)::integer AS messages_sent,
-                   sum(b.messages_received)::integer AS messages_received,
-                   sum(b.input_tokens) AS input_tokens, sum(b.output_tokens) AS output_tokens,
-                   sum(b.active_seconds) AS active_seconds,
-                   format('user %s on %s', b.user_id, b.usage_date) AS owner
-            FROM booked b GROUP BY b.user_id, b.usage_date
         ), counted AS (
             INSERT INTO public.user_usage_daily AS u (
                 user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
@@ -1571,11 +1572,11 @@ BEGIN
                    CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
                         THEN (d.input_tokens + d.output_tokens)::integer
                         ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
-                   coalesce(m.models_used, '{}'::jsonb), 0,
+                   d.models_used, 0,
                    CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
                         ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
                    d.active_seconds / 60
-            FROM daily d LEFT JOIN models m USING (user_id, usage_date)
+            FROM daily d
             ORDER BY d.user_id, d.usage_date
             ON CONFLICT (user_id, usage_date) DO UPDATE SET
                 messages_sent = u.messages_sent + EXCLUDED.messages_sent,
