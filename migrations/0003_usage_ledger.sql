@@ -407,9 +407,10 @@ $fn$;
 -- after its owner's profile, and the daily counters come last (inside book_usage). No path
 -- locks anything before writing its rows, so concurrent writers queue instead of deadlocking:
 -- a session is only ever locked by a transaction that holds its owner's profile, so the only
--- lock two writers can wait for each other on is a profile, and those are taken in id order. Called as a statement of its own, so that
--- what follows runs on a snapshot taken after any wait and sees the writes it waited for (a
--- refresh computed on an older snapshot would show an older "last message").
+-- lock two writers can wait for each other on is a profile, and those are taken in id order.
+-- Called as a statement of its own, so that what follows runs on a snapshot taken after any
+-- wait and sees the writes it waited for (a refresh computed on an older snapshot would show
+-- an older "last message").
 CREATE FUNCTION pgchat.lock_in_order(p_users uuid[], p_sessions text[])
 RETURNS void LANGUAGE plpgsql SET search_path = '' AS $fn$
 BEGIN

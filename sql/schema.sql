@@ -1224,7 +1224,7 @@ BEGIN
     -- lock profile and sessions in pgchat.lock_in_order's order (FOR NO KEY UPDATE). The one
     -- lock taken before, FOR KEY SHARE on the session, conflicts with neither: it only holds off
     -- a DELETE of the session until this transaction ends. A session that was there and is gone
-    -- once locked was deleted by a concurrent call: a lost race, and nothing is written.
+    -- once locked was deleted by a concurrent call: a lost race, and nothing is written (below).
     SELECT (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id),
            (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id FOR KEY SHARE)
     INTO v_seen, v_owner;
@@ -1232,10 +1232,6 @@ BEGIN
     IF v_seen <> p_user_id OR v_owner <> p_user_id THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
             USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF v_owner IS NULL AND v_seen IS NOT NULL THEN
-        RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
-            p_session_id USING ERRCODE = 'serialization_failure';
     END IF;
     -- A missing timestamp means "now" for a new message (this is the live path, written right
     -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
@@ -1268,24 +1264,24 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- A new conversation. One created by someone else meanwhile, or created and deleted again,
-    -- is a lost race: nothing is written and the caller is told so, instead of the raw
-    -- foreign-key error (23503) the messages would get.
-    IF v_owner IS NULL THEN
+    -- A new conversation. A session deleted since the first look, or one created by someone else
+    -- meanwhile, is a lost race: nothing is written and the caller is told so, instead of the
+    -- raw foreign-key error (23503) the messages would get.
+    IF v_owner IS NULL AND v_seen IS NULL THEN
         INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
         VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
                 v_rows[1].message_timestamp, v_rows[1].message_timestamp, v_rows[1].message_timestamp)
         ON CONFLICT (id) DO NOTHING;
         v_session_created := FOUND;
         SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
-        IF v_owner IS NULL THEN
-            RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
-                p_session_id USING ERRCODE = 'serialization_failure';
-        END IF;
-        IF v_owner <> p_user_id THEN
-            RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
+    END IF;
+    IF v_owner IS NULL THEN
+        RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+            p_session_id USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF v_owner <> p_user_id THEN  -- created by someone else since the first look
+        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
 
     -- New messages (the live case) are inserted; ON CONFLICT DO NOTHING, not DO UPDATE, so that
