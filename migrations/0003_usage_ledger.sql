@@ -174,12 +174,13 @@ CREATE TABLE pgchat.usage_ledger (
     source text NOT NULL,
     booked_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, event_key),
-    -- One constraint, not one per column: each statement that writes a table prepares its
-    -- CHECK expressions again, and the live path writes the ledger on every message.
-    CONSTRAINT usage_ledger_valid CHECK (
-        kind IN ('message', 'session') AND source IN ('trigger', 'track_user_usage', 'adopted')
-        AND least(messages_sent, messages_received, input_tokens, output_tokens, sessions_created,
-                  active_seconds) >= 0)
+    -- One short constraint: each statement that writes a table parses and prepares its CHECK
+    -- expressions again, and the live path writes the ledger on every message. kind and source
+    -- are not checked: no API role may write the ledger, and pgchat's functions set both from
+    -- constants (an IN list would cost as much as the rest of the row's checks).
+    CONSTRAINT usage_ledger_counts_valid CHECK (
+        least(messages_sent, messages_received, input_tokens, output_tokens, sessions_created,
+              active_seconds) >= 0)
 );
 CREATE INDEX usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
 COMMENT ON TABLE pgchat.usage_ledger IS
@@ -517,16 +518,21 @@ DECLARE
     v_sessions text[];
 BEGIN
     -- Inserts (the live path, and every bulk insert) run in two statements straight from
-    -- new_rows, without arrays: the locks, in one statement (rows come out sorted by profile,
-    -- then session, and each is locked as it comes out: a user's profile before that user's
-    -- sessions, as lock_in_order does), then one statement that does what refresh_sessions and
-    -- book_usage do for the other events (the same rules, the same order of writes). Each
-    -- statement costs its start-up on every call, which is most of what a live write costs
-    -- beyond its row writes.
+    -- new_rows, without arrays. The first locks the users' profiles, in id order. The second
+    -- does what refresh_sessions and book_usage do for the other events (the same rules, the
+    -- same order of writes); its UPDATE locks the sessions, each after its owner's profile, as
+    -- lock_in_order's invariant wants, so the sessions need no lock statement of their own.
+    -- The second statement's snapshot is taken after the profile locks: whatever wrote
+    -- messages into these sessions held the same profile and has committed, so the "last
+    -- message" lookup sees it. A writer that holds only a session (a title edit) makes the
+    -- UPDATE wait and re-read that session's row, so the counts still add to its newest
+    -- version. Each statement costs its start-up on every call, which is most of what a live
+    -- write costs beyond its row writes.
     IF TG_OP = 'INSERT' THEN
-        PERFORM 1 FROM public.chat_sessions s JOIN public.profiles p ON p.id = s.user_id
-        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
-        ORDER BY p.id, s.id FOR NO KEY UPDATE OF p, s;
+        PERFORM 1 FROM public.profiles p
+        WHERE p.id = ANY (ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s
+                                WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))))
+        ORDER BY p.id FOR NO KEY UPDATE;
         IF NOT FOUND THEN  -- nothing was inserted (INSERT ... ON CONFLICT DO NOTHING)
             RETURN NULL;
         END IF;

@@ -6,16 +6,11 @@ DROP FUNCTION pgchat.validate_integrity();
 
 ALTER TABLE public.chat_messages
     DROP CONSTRAINT chat_messages_id_length,
-    DROP CONSTRAINT chat_messages_user_message_id_length,
-    DROP CONSTRAINT chat_messages_input_tokens_range,
-    DROP CONSTRAINT chat_messages_output_tokens_range,
-    DROP CONSTRAINT chat_messages_total_tokens_range,
-    DROP CONSTRAINT chat_messages_elapsed_time_range,
+    DROP CONSTRAINT chat_messages_counts_range,
     DROP CONSTRAINT chat_messages_timestamp_window;
 ALTER TABLE public.chat_sessions
     DROP CONSTRAINT chat_sessions_id_length,
-    DROP CONSTRAINT chat_sessions_message_count_range,
-    DROP CONSTRAINT chat_sessions_total_tokens_range,
+    DROP CONSTRAINT chat_sessions_counts_range,
     DROP CONSTRAINT chat_sessions_timestamp_window;
 
 -- Revoking the table-level privilege revokes the column privileges as well.

@@ -29,46 +29,38 @@
 -- only ever widens: a row that passed once passes forever (dump/restore included).
 -- depends: 0004_sync_and_exchange
 
+-- Few constraints, each short: every statement that writes a table parses and prepares its
+-- CHECK expressions again (the live path writes both tables on every message), so the rules
+-- are grouped by what they bound. Each group has a name, and its comment says what it wants.
 ALTER TABLE public.chat_messages
-    ADD CONSTRAINT chat_messages_id_length CHECK (length(id) <= 255) NOT VALID,
-    ADD CONSTRAINT chat_messages_user_message_id_length CHECK (length(user_message_id) <= 255) NOT VALID,
-    ADD CONSTRAINT chat_messages_input_tokens_range CHECK (input_tokens BETWEEN 0 AND 10000000) NOT VALID,
-    ADD CONSTRAINT chat_messages_output_tokens_range CHECK (output_tokens BETWEEN 0 AND 10000000) NOT VALID,
-    ADD CONSTRAINT chat_messages_total_tokens_range CHECK (total_tokens BETWEEN 0 AND 10000000) NOT VALID,
-    ADD CONSTRAINT chat_messages_elapsed_time_range CHECK (elapsed_time BETWEEN 0 AND 10000000) NOT VALID,
+    ADD CONSTRAINT chat_messages_id_length
+        CHECK (greatest(length(id), length(user_message_id)) <= 255) NOT VALID,
+    ADD CONSTRAINT chat_messages_counts_range
+        CHECK (least(input_tokens, output_tokens, total_tokens, elapsed_time) >= 0
+               AND greatest(input_tokens, output_tokens, total_tokens, elapsed_time) <= 10000000)
+        NOT VALID,
     ADD CONSTRAINT chat_messages_timestamp_window
         CHECK (message_timestamp >= '2000-01-01 00:00:00+00' AND message_timestamp <= now() + interval '1 day')
         NOT VALID;
 
 ALTER TABLE public.chat_sessions
     ADD CONSTRAINT chat_sessions_id_length CHECK (length(id) <= 255) NOT VALID,
-    ADD CONSTRAINT chat_sessions_message_count_range CHECK (message_count >= 0) NOT VALID,
-    ADD CONSTRAINT chat_sessions_total_tokens_range CHECK (total_tokens >= 0) NOT VALID,
+    ADD CONSTRAINT chat_sessions_counts_range CHECK (least(message_count, total_tokens) >= 0) NOT VALID,
     ADD CONSTRAINT chat_sessions_timestamp_window
         CHECK (least(created_at, updated_at, last_activity) >= '2000-01-01 00:00:00+00'
                AND greatest(created_at, updated_at, last_activity) <= now() + interval '1 day')
         NOT VALID;
 
 COMMENT ON CONSTRAINT chat_messages_id_length ON public.chat_messages IS
-    'message id is longer than 255 characters';
-COMMENT ON CONSTRAINT chat_messages_user_message_id_length ON public.chat_messages IS
-    'user_message_id is longer than 255 characters';
-COMMENT ON CONSTRAINT chat_messages_input_tokens_range ON public.chat_messages IS
-    'input_tokens must be an integer from 0 to 10000000';
-COMMENT ON CONSTRAINT chat_messages_output_tokens_range ON public.chat_messages IS
-    'output_tokens must be an integer from 0 to 10000000';
-COMMENT ON CONSTRAINT chat_messages_total_tokens_range ON public.chat_messages IS
-    'total_tokens must be an integer from 0 to 10000000';
-COMMENT ON CONSTRAINT chat_messages_elapsed_time_range ON public.chat_messages IS
-    'elapsed_time must be a number of seconds from 0 to 10000000';
+    'message id and user_message_id must have at most 255 characters';
+COMMENT ON CONSTRAINT chat_messages_counts_range ON public.chat_messages IS
+    'input_tokens, output_tokens, total_tokens and elapsed_time must be from 0 to 10000000';
 COMMENT ON CONSTRAINT chat_messages_timestamp_window ON public.chat_messages IS
     'timestamp is outside the accepted window (2000-01-01 to one day from now)';
 COMMENT ON CONSTRAINT chat_sessions_id_length ON public.chat_sessions IS
     'conversation id is longer than 255 characters';
-COMMENT ON CONSTRAINT chat_sessions_message_count_range ON public.chat_sessions IS
-    'message_count must not be negative';
-COMMENT ON CONSTRAINT chat_sessions_total_tokens_range ON public.chat_sessions IS
-    'total_tokens must not be negative';
+COMMENT ON CONSTRAINT chat_sessions_counts_range ON public.chat_sessions IS
+    'message_count and total_tokens must not be negative';
 COMMENT ON CONSTRAINT chat_sessions_timestamp_window ON public.chat_sessions IS
     'createdAt, updatedAt and last activity must be inside the accepted window (2000-01-01 to one day from now)';
 
@@ -109,12 +101,9 @@ BEGIN
         FROM pg_catalog.pg_constraint c
         WHERE c.conrelid IN ('public.chat_messages'::regclass, 'public.chat_sessions'::regclass)
           AND c.contype = 'c' AND NOT c.convalidated
-          AND c.conname IN ('chat_messages_id_length', 'chat_messages_user_message_id_length',
-                            'chat_messages_input_tokens_range', 'chat_messages_output_tokens_range',
-                            'chat_messages_total_tokens_range', 'chat_messages_elapsed_time_range',
+          AND c.conname IN ('chat_messages_id_length', 'chat_messages_counts_range',
                             'chat_messages_timestamp_window', 'chat_sessions_id_length',
-                            'chat_sessions_message_count_range', 'chat_sessions_total_tokens_range',
-                            'chat_sessions_timestamp_window')
+                            'chat_sessions_counts_range', 'chat_sessions_timestamp_window')
         ORDER BY 2, 1
     LOOP
         BEGIN

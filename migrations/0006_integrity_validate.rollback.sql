@@ -12,12 +12,9 @@ BEGIN
         FROM pg_catalog.pg_constraint c
         WHERE c.conrelid IN ('public.chat_messages'::regclass, 'public.chat_sessions'::regclass)
           AND c.contype = 'c' AND c.convalidated
-          AND c.conname IN ('chat_messages_id_length', 'chat_messages_user_message_id_length',
-                            'chat_messages_input_tokens_range', 'chat_messages_output_tokens_range',
-                            'chat_messages_total_tokens_range', 'chat_messages_elapsed_time_range',
+          AND c.conname IN ('chat_messages_id_length', 'chat_messages_counts_range',
                             'chat_messages_timestamp_window', 'chat_sessions_id_length',
-                            'chat_sessions_message_count_range', 'chat_sessions_total_tokens_range',
-                            'chat_sessions_timestamp_window')
+                            'chat_sessions_counts_range', 'chat_sessions_timestamp_window')
         ORDER BY 2, 1
     LOOP
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s NOT VALID',

@@ -55,18 +55,13 @@ class Conflict(PgchatError):
 
 # The CHECK constraints of migration 0005, and what each one means (the sync report's words).
 CONSTRAINT_REASONS: dict[str, str] = {
-    "chat_messages_id_length": "message id is longer than 255 characters",
-    "chat_messages_user_message_id_length": "user_message_id is longer than 255 characters",
-    "chat_messages_input_tokens_range": "input_tokens must be an integer from 0 to 10000000",
-    "chat_messages_output_tokens_range": "output_tokens must be an integer from 0 to 10000000",
-    "chat_messages_total_tokens_range": "total_tokens must be an integer from 0 to 10000000",
-    "chat_messages_elapsed_time_range":
-        "elapsed_time must be a number of seconds from 0 to 10000000",
+    "chat_messages_id_length": "message id and user_message_id must have at most 255 characters",
+    "chat_messages_counts_range":
+        "input_tokens, output_tokens, total_tokens and elapsed_time must be from 0 to 10000000",
     "chat_messages_timestamp_window":
         "timestamp is outside the accepted window (2000-01-01 to one day from now)",
     "chat_sessions_id_length": "conversation id is longer than 255 characters",
-    "chat_sessions_message_count_range": "message_count must not be negative",
-    "chat_sessions_total_tokens_range": "total_tokens must not be negative",
+    "chat_sessions_counts_range": "message_count and total_tokens must not be negative",
     "chat_sessions_timestamp_window": "createdAt, updatedAt and last activity must be inside"
                                       " the accepted window (2000-01-01 to one day from now)",
 }

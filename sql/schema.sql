@@ -872,12 +872,9 @@ BEGIN
         FROM pg_catalog.pg_constraint c
         WHERE c.conrelid IN ('public.chat_messages'::regclass, 'public.chat_sessions'::regclass)
           AND c.contype = 'c' AND NOT c.convalidated
-          AND c.conname IN ('chat_messages_id_length', 'chat_messages_user_message_id_length',
-                            'chat_messages_input_tokens_range', 'chat_messages_output_tokens_range',
-                            'chat_messages_total_tokens_range', 'chat_messages_elapsed_time_range',
+          AND c.conname IN ('chat_messages_id_length', 'chat_messages_counts_range',
                             'chat_messages_timestamp_window', 'chat_sessions_id_length',
-                            'chat_sessions_message_count_range', 'chat_sessions_total_tokens_range',
-                            'chat_sessions_timestamp_window')
+                            'chat_sessions_counts_range', 'chat_sessions_timestamp_window')
         ORDER BY 2, 1
     LOOP
         BEGIN
@@ -1474,16 +1471,21 @@ DECLARE
     v_sessions text[];
 BEGIN
     -- Inserts (the live path, and every bulk insert) run in two statements straight from
-    -- new_rows, without arrays: the locks, in one statement (rows come out sorted by profile,
-    -- then session, and each is locked as it comes out: a user's profile before that user's
-    -- sessions, as lock_in_order does), then one statement that does what refresh_sessions and
-    -- book_usage do for the other events (the same rules, the same order of writes). Each
-    -- statement costs its start-up on every call, which is most of what a live write costs
-    -- beyond its row writes.
+    -- new_rows, without arrays. The first locks the users' profiles, in id order. The second
+    -- does what refresh_sessions and book_usage do for the other events (the same rules, the
+    -- same order of writes); its UPDATE locks the sessions, each after its owner's profile, as
+    -- lock_in_order's invariant wants, so the sessions need no lock statement of their own.
+    -- The second statement's snapshot is taken after the profile locks: whatever wrote
+    -- messages into these sessions held the same profile and has committed, so the "last
+    -- message" lookup sees it. A writer that holds only a session (a title edit) makes the
+    -- UPDATE wait and re-read that session's row, so the counts still add to its newest
+    -- version. Each statement costs its start-up on every call, which is most of what a live
+    -- write costs beyond its row writes.
     IF TG_OP = 'INSERT' THEN
-        PERFORM 1 FROM public.chat_sessions s JOIN public.profiles p ON p.id = s.user_id
-        WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))
-        ORDER BY p.id, s.id FOR NO KEY UPDATE OF p, s;
+        PERFORM 1 FROM public.profiles p
+        WHERE p.id = ANY (ARRAY(SELECT DISTINCT s.user_id FROM public.chat_sessions s
+                                WHERE s.id = ANY (ARRAY(SELECT DISTINCT n.session_id FROM new_rows n))))
+        ORDER BY p.id FOR NO KEY UPDATE;
         IF NOT FOUND THEN  -- nothing was inserted (INSERT ... ON CONFLICT DO NOTHING)
             RETURN NULL;
         END IF;
@@ -1778,7 +1780,7 @@ CREATE TABLE pgchat.usage_ledger (
     active_seconds integer DEFAULT 0 NOT NULL,
     source text NOT NULL,
     booked_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT usage_ledger_valid CHECK (((kind = ANY (ARRAY['message'::text, 'session'::text])) AND (source = ANY (ARRAY['trigger'::text, 'track_user_usage'::text, 'adopted'::text])) AND (LEAST(messages_sent, messages_received, input_tokens, output_tokens, sessions_created, active_seconds) >= 0)))
+    CONSTRAINT usage_ledger_counts_valid CHECK ((LEAST(messages_sent, messages_received, input_tokens, output_tokens, sessions_created, active_seconds) >= 0))
 );
 
 --
@@ -1832,14 +1834,10 @@ CREATE TABLE public.chat_messages (
     is_streaming boolean DEFAULT false,
     metadata jsonb DEFAULT '{}'::jsonb,
     CONSTRAINT chat_messages_content_type_check CHECK (((content_type)::text = ANY ((ARRAY['text'::character varying, 'markdown'::character varying])::text[]))),
-    CONSTRAINT chat_messages_elapsed_time_range CHECK (((elapsed_time >= 0) AND (elapsed_time <= 10000000))),
-    CONSTRAINT chat_messages_id_length CHECK ((length(id) <= 255)),
-    CONSTRAINT chat_messages_input_tokens_range CHECK (((input_tokens >= 0) AND (input_tokens <= 10000000))),
-    CONSTRAINT chat_messages_output_tokens_range CHECK (((output_tokens >= 0) AND (output_tokens <= 10000000))),
+    CONSTRAINT chat_messages_counts_range CHECK (((LEAST(input_tokens, output_tokens, total_tokens, elapsed_time) >= 0) AND (GREATEST(input_tokens, output_tokens, total_tokens, elapsed_time) <= 10000000))),
+    CONSTRAINT chat_messages_id_length CHECK ((GREATEST(length(id), length(user_message_id)) <= 255)),
     CONSTRAINT chat_messages_role_check CHECK (((role)::text = ANY ((ARRAY['user'::character varying, 'assistant'::character varying, 'system'::character varying])::text[]))),
-    CONSTRAINT chat_messages_timestamp_window CHECK (((message_timestamp >= '2000-01-01 00:00:00+00'::timestamp with time zone) AND (message_timestamp <= (now() + '1 day'::interval)))),
-    CONSTRAINT chat_messages_total_tokens_range CHECK (((total_tokens >= 0) AND (total_tokens <= 10000000))),
-    CONSTRAINT chat_messages_user_message_id_length CHECK ((length(user_message_id) <= 255))
+    CONSTRAINT chat_messages_timestamp_window CHECK (((message_timestamp >= '2000-01-01 00:00:00+00'::timestamp with time zone) AND (message_timestamp <= (now() + '1 day'::interval))))
 );
 
 --
@@ -1849,46 +1847,22 @@ CREATE TABLE public.chat_messages (
 COMMENT ON TABLE public.chat_messages IS 'pgchat: created by 0002_baseline';
 
 --
--- Name: CONSTRAINT chat_messages_elapsed_time_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
+-- Name: CONSTRAINT chat_messages_counts_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON CONSTRAINT chat_messages_elapsed_time_range ON public.chat_messages IS 'elapsed_time must be a number of seconds from 0 to 10000000';
+COMMENT ON CONSTRAINT chat_messages_counts_range ON public.chat_messages IS 'input_tokens, output_tokens, total_tokens and elapsed_time must be from 0 to 10000000';
 
 --
 -- Name: CONSTRAINT chat_messages_id_length ON chat_messages; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON CONSTRAINT chat_messages_id_length ON public.chat_messages IS 'message id is longer than 255 characters';
-
---
--- Name: CONSTRAINT chat_messages_input_tokens_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON CONSTRAINT chat_messages_input_tokens_range ON public.chat_messages IS 'input_tokens must be an integer from 0 to 10000000';
-
---
--- Name: CONSTRAINT chat_messages_output_tokens_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON CONSTRAINT chat_messages_output_tokens_range ON public.chat_messages IS 'output_tokens must be an integer from 0 to 10000000';
+COMMENT ON CONSTRAINT chat_messages_id_length ON public.chat_messages IS 'message id and user_message_id must have at most 255 characters';
 
 --
 -- Name: CONSTRAINT chat_messages_timestamp_window ON chat_messages; Type: COMMENT; Schema: public; Owner: -
 --
 
 COMMENT ON CONSTRAINT chat_messages_timestamp_window ON public.chat_messages IS 'timestamp is outside the accepted window (2000-01-01 to one day from now)';
-
---
--- Name: CONSTRAINT chat_messages_total_tokens_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON CONSTRAINT chat_messages_total_tokens_range ON public.chat_messages IS 'total_tokens must be an integer from 0 to 10000000';
-
---
--- Name: CONSTRAINT chat_messages_user_message_id_length ON chat_messages; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON CONSTRAINT chat_messages_user_message_id_length ON public.chat_messages IS 'user_message_id is longer than 255 characters';
 
 --
 -- Name: chat_sessions; Type: TABLE; Schema: public; Owner: -
@@ -1907,10 +1881,9 @@ CREATE TABLE public.chat_sessions (
     last_message_preview text,
     last_message_timestamp timestamp with time zone,
     is_active boolean DEFAULT true NOT NULL,
+    CONSTRAINT chat_sessions_counts_range CHECK ((LEAST(message_count, total_tokens) >= 0)),
     CONSTRAINT chat_sessions_id_length CHECK ((length(id) <= 255)),
-    CONSTRAINT chat_sessions_message_count_range CHECK ((message_count >= 0)),
-    CONSTRAINT chat_sessions_timestamp_window CHECK (((LEAST(created_at, updated_at, last_activity) >= '2000-01-01 00:00:00+00'::timestamp with time zone) AND (GREATEST(created_at, updated_at, last_activity) <= (now() + '1 day'::interval)))),
-    CONSTRAINT chat_sessions_total_tokens_range CHECK ((total_tokens >= 0))
+    CONSTRAINT chat_sessions_timestamp_window CHECK (((LEAST(created_at, updated_at, last_activity) >= '2000-01-01 00:00:00+00'::timestamp with time zone) AND (GREATEST(created_at, updated_at, last_activity) <= (now() + '1 day'::interval))))
 );
 
 --
@@ -1920,28 +1893,22 @@ CREATE TABLE public.chat_sessions (
 COMMENT ON TABLE public.chat_sessions IS 'pgchat: created by 0002_baseline';
 
 --
+-- Name: CONSTRAINT chat_sessions_counts_range ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT chat_sessions_counts_range ON public.chat_sessions IS 'message_count and total_tokens must not be negative';
+
+--
 -- Name: CONSTRAINT chat_sessions_id_length ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
 --
 
 COMMENT ON CONSTRAINT chat_sessions_id_length ON public.chat_sessions IS 'conversation id is longer than 255 characters';
 
 --
--- Name: CONSTRAINT chat_sessions_message_count_range ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON CONSTRAINT chat_sessions_message_count_range ON public.chat_sessions IS 'message_count must not be negative';
-
---
 -- Name: CONSTRAINT chat_sessions_timestamp_window ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
 --
 
 COMMENT ON CONSTRAINT chat_sessions_timestamp_window ON public.chat_sessions IS 'createdAt, updatedAt and last activity must be inside the accepted window (2000-01-01 to one day from now)';
-
---
--- Name: CONSTRAINT chat_sessions_total_tokens_range ON chat_sessions; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON CONSTRAINT chat_sessions_total_tokens_range ON public.chat_sessions IS 'total_tokens must not be negative';
 
 --
 -- Name: session_stats_expected; Type: VIEW; Schema: pgchat; Owner: -

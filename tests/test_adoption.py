@@ -536,9 +536,9 @@ def test_dry_run_names_the_takeover_the_constraints_and_the_rows_that_break_them
     assert "replaces the app's function public.sync_user_conversations(uuid, jsonb)" in out
     assert ("creates public.write_chat_exchange (SECURITY INVOKER) calling"
             " pgchat_private.write_chat_exchange") in out
-    assert "adds constraint chat_messages_input_tokens_range on public.chat_messages NOT VALID" \
+    assert "adds constraint chat_messages_counts_range on public.chat_messages NOT VALID" \
         in out
-    assert ("leaves chat_messages_input_tokens_range NOT VALID: 1 existing row(s) of"
+    assert ("leaves chat_messages_counts_range NOT VALID: 1 existing row(s) of"
             " public.chat_messages break it") in out
-    assert "validates chat_messages_output_tokens_range" in out
+    assert "validates chat_messages_id_length" in out
     assert "no plan available" not in out
