@@ -5,7 +5,10 @@ The path every chat message takes, measured on the server it runs on:
   ways, interleaved call by call (so that background noise hits all alike), p50 of many calls:
   legacy's plain 2-row upsert through its per-row triggers, pgchat's write_chat_exchange,
   a plain 2-row INSERT through pgchat's triggers, and the same INSERT with no trigger at all
-  (the floor);
+  (the floor); then the exchange and the floor alone, interleaved the same way without the
+  legacy calls: legacy's calls leave the cores busy and their caches cold, which slows the
+  floor (mostly round trips) more than the exchange, so the ratio to the floor is given both
+  ways;
 - writers: W threads, each writing exchanges for a user of its own (W different users), for S
   seconds, legacy then pgchat: the throughput ratio, and afterwards pgchat's usage counters
   against the ledger (`pgchat usage verify`) and the session statistics against a
@@ -42,6 +45,7 @@ Progress = Callable[[str], None]
 Message = dict[str, Any]
 
 VARIANTS = ("legacy", "pgchat", "pgchat_insert", "floor")
+QUIET = ("pgchat", "floor")  # the second loop, without legacy's calls
 DATABASE_OF = {"legacy": "legacy", "pgchat": "pgchat", "pgchat_insert": "pgchat", "floor": "floor"}
 LABELS = {"legacy": "legacy 2-row upsert", "pgchat": "pgchat write_chat_exchange",
           "pgchat_insert": "pgchat 2-row INSERT", "floor": "floor 2-row INSERT"}
@@ -78,11 +82,13 @@ class LiveReport:
     server: dict[str, Any]
     config: dict[str, Any]
     exchange: list[bench.ExchangeResult] = field(default_factory=list)
+    quiet: list[bench.ExchangeResult] = field(default_factory=list)  # QUIET only, no legacy
     writers: list[WritersResult] = field(default_factory=list)
     plans: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> where -> per call
 
-    def p50(self, variant: str, n: int) -> float:
-        return next(e.p50_ms for e in self.exchange if e.system == variant and e.n == n)
+    def p50(self, variant: str, n: int, *, quiet: bool = False) -> float:
+        results = self.quiet if quiet else self.exchange
+        return next(e.p50_ms for e in results if e.system == variant and e.n == n)
 
     def writers_of(self, system: str) -> WritersResult:
         return next(w for w in self.writers if w.system == system)
@@ -122,9 +128,26 @@ WRITE: dict[str, bench.WriteExchange] = {
 # --- exchange, interleaved --------------------------------------------------------------------
 
 
+def _interleave(variants: tuple[str, ...], rounds: range, cfg: LiveConfig,
+                conns: dict[str, psycopg.Connection], users: dict[str, uuid.UUID],
+                sessions: dict[str, str], lasts: dict[str, datetime]) -> dict[str, list[float]]:
+    """One exchange of each variant per round; the first cfg.warmup rounds are not kept."""
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    for i, k in enumerate(rounds):
+        for variant in variants:
+            user, assistant = bench._exchange(f"{sessions[variant]}-x", k,
+                                              lasts[variant] + timedelta(seconds=k + 1))
+            ms = bench._timed(conns[variant], WRITE[variant], users[variant],
+                              sessions[variant], user, assistant)
+            if i >= cfg.warmup:
+                samples[variant].append(ms)
+    return samples
+
+
 def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str,
-                   progress: Progress) -> list[bench.ExchangeResult]:
-    results = []
+                   progress: Progress) -> tuple[list[bench.ExchangeResult],
+                                                list[bench.ExchangeResult]]:
+    results, quiet_results = [], []
     for n in cfg.sizes:
         with contextlib.ExitStack() as stack:
             conns, users, sessions, lasts = {}, {}, {}, {}
@@ -137,20 +160,17 @@ def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str,
                 bench._prefill(DATABASE_OF[variant], conn, users[variant], convs)
                 conns[variant], sessions[variant] = conn, convs[0]["id"]
                 lasts[variant] = datetime.fromisoformat(convs[0]["messages"][-1]["timestamp"])
-            samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-            for k in range(cfg.warmup + cfg.calls):
-                for variant in VARIANTS:
-                    user, assistant = bench._exchange(f"{sessions[variant]}-x", k,
-                                                      lasts[variant] + timedelta(seconds=k + 1))
-                    ms = bench._timed(conns[variant], WRITE[variant], users[variant],
-                                      sessions[variant], user, assistant)
-                    if k >= cfg.warmup:
-                        samples[variant].append(ms)
-        for variant in VARIANTS:
-            results.append(bench.ExchangeResult(variant, n, samples[variant]))
+            rounds = cfg.warmup + cfg.calls
+            samples = _interleave(VARIANTS, range(rounds), cfg, conns, users, sessions, lasts)
+            quiet = _interleave(QUIET, range(rounds, 2 * rounds), cfg, conns, users, sessions,
+                                lasts)
+        results += [bench.ExchangeResult(v, n, samples[v]) for v in VARIANTS]
+        quiet_results += [bench.ExchangeResult(v, n, quiet[v]) for v in QUIET]
         progress(f"exchange into N={n}: " + ", ".join(
-            f"{v} p50 {statistics.median(samples[v]):.3f} ms" for v in VARIANTS))
-    return results
+            f"{v} p50 {statistics.median(samples[v]):.3f} ms" for v in VARIANTS)
+            + "; without legacy in the loop: " + ", ".join(
+            f"{v} p50 {statistics.median(quiet[v]):.3f} ms" for v in QUIET))
+    return results, quiet_results
 
 
 # --- writers of different users -----------------------------------------------------------------
@@ -297,7 +317,7 @@ def run(cfg: LiveConfig, *, dsn: str | None = None, bin_dir: Path | None = None,
         dsns = stack.enter_context(bench._databases(server_dsn, names, drop=drop))
         report = LiveReport(machine, info, {**asdict(cfg), "databases": names})
         tag = uuid.uuid4().hex[:6]
-        report.exchange = bench_exchange(dsns, cfg, tag, say)
+        report.exchange, report.quiet = bench_exchange(dsns, cfg, tag, say)
         report.writers = bench_writers(dsns, cfg, tag, say)
         report.plans = count_plans(dsns["pgchat"], tag)
         report.machine["load_after"] = bench._load()
@@ -320,6 +340,15 @@ def render(report: LiveReport) -> str:
                f"p50 us of {cfg.calls} interleaved calls")
     out += bench._grid(["N", *[LABELS[v] for v in VARIANTS], "exchange/legacy",
                         "exchange/floor", "insert/legacy"], rows)
+    if report.quiet:
+        quiet_rows = []
+        for n in cfg.sizes:
+            q = {v: report.p50(v, n, quiet=True) for v in QUIET}
+            quiet_rows.append([f"{n:,}", *[f"{q[v] * 1000:,.0f}" for v in QUIET],
+                               f"{q['pgchat'] / q['floor']:.2f}x"])
+        out += ["", "The same, without legacy's calls in the loop (they leave the cores busy and"
+                " their caches cold, which slows the floor most): p50 us"]
+        out += bench._grid(["N", *[LABELS[v] for v in QUIET], "exchange/floor"], quiet_rows)
     legacy, pgchat = report.writers_of("legacy"), report.writers_of("pgchat")
     out += ["", f"{cfg.writers} writers of {cfg.writers} different users for {cfg.seconds:g} s: "
             f"legacy {legacy.throughput:,.0f}/s, pgchat {pgchat.throughput:,.0f}/s "

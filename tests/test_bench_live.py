@@ -35,6 +35,15 @@ def test_every_variant_is_measured_at_every_size(report: bench_live.LiveReport) 
     assert all(len(e.samples_ms) == 5 and min(e.samples_ms) > 0 for e in report.exchange)
 
 
+def test_the_exchange_and_the_floor_are_measured_again_without_legacy(
+        report: bench_live.LiveReport) -> None:
+    assert {(e.system, e.n) for e in report.quiet} == {
+        (v, n) for v in ("pgchat", "floor") for n in (20, 60)}
+    assert all(len(e.samples_ms) == 5 and min(e.samples_ms) > 0 for e in report.quiet)
+    text = bench_live.render(report)
+    assert "without legacy's calls in the loop" in text
+
+
 def test_the_writers_of_different_users_leave_no_drift(report: bench_live.LiveReport) -> None:
     pgchat = report.writers_of("pgchat")
     assert (pgchat.errors, pgchat.deadlocks) == (0, 0), pgchat.error_samples

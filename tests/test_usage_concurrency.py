@@ -376,6 +376,28 @@ def test_write_chat_exchange_that_waited_for_the_session_still_sees_the_newest_m
     assert session_drift(db) == []
 
 
+def test_an_insert_that_waited_for_a_title_edit_counts_on_the_edited_row(
+    db: psycopg.Connection, db_dsn: str, user: UUID
+) -> None:
+    """The insert trigger locks only the profile; its statistics UPDATE then waits for a
+    writer that holds just the session (a title edit) and adds to that writer's row."""
+    with psycopg.connect(db_dsn, autocommit=True) as observer, psycopg.connect(db_dsn) as editor:
+        make_session(observer, user, "s1")
+        editor.execute("UPDATE public.chat_sessions SET title = 'renamed' WHERE id = 's1'")
+        background = Background(db_dsn, observer)
+        background.started_and_blocked(lambda conn: write_messages(
+            conn, [{"id": "m1", "session_id": "s1", "content": "hello",
+                    "message_timestamp": "2025-06-01T10:00:00Z"}]))
+        editor.commit()
+        assert background.finish() == []
+    assert db.execute("SELECT title, message_count, last_message_preview"
+                      " FROM public.chat_sessions WHERE id = 's1'").fetchone() == (
+        "renamed", 1, "hello")
+    assert session_drift(db) == []
+    assert db.execute("SELECT sum(messages_sent) FROM public.user_usage_daily"
+                      " WHERE user_id = %s", (user,)).fetchone() == (1,)
+
+
 def test_write_chat_exchange_and_a_plain_insert_of_the_same_message_do_not_deadlock(
     db: psycopg.Connection, db_dsn: str, user: UUID
 ) -> None:
