@@ -8,7 +8,9 @@ The path every chat message takes, measured on the server it runs on:
   (the floor); then the exchange and the floor alone, interleaved the same way without the
   legacy calls: legacy's calls leave the cores busy and their caches cold, which slows the
   floor (mostly round trips) more than the exchange, so the ratio to the floor is given both
-  ways;
+  ways; on a throwaway server (it runs on this machine) also each backend's own CPU time per
+  call, from /proc/PID/schedstat: issue 12 asks for an exchange that costs the server no more
+  than legacy's, and CPU time is steadier here than wall time;
 - writers: W threads, each writing exchanges for a user of its own (W different users), for S
   seconds, legacy then pgchat: the throughput ratio, and afterwards pgchat's usage counters
   against the ledger (`pgchat usage verify`) and the session statistics against a
@@ -83,6 +85,7 @@ class LiveReport:
     config: dict[str, Any]
     exchange: list[bench.ExchangeResult] = field(default_factory=list)
     quiet: list[bench.ExchangeResult] = field(default_factory=list)  # QUIET only, no legacy
+    cpu_us: dict[str, float] = field(default_factory=dict)  # "variant@N" -> backend CPU per call
     writers: list[WritersResult] = field(default_factory=list)
     plans: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> where -> per call
 
@@ -128,12 +131,24 @@ WRITE: dict[str, bench.WriteExchange] = {
 # --- exchange, interleaved --------------------------------------------------------------------
 
 
+def _cpu_ns(pid: int) -> int:
+    """The CPU time a local process has run, in nanoseconds (Linux schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
 def _interleave(variants: tuple[str, ...], rounds: range, cfg: LiveConfig,
                 conns: dict[str, psycopg.Connection], users: dict[str, uuid.UUID],
-                sessions: dict[str, str], lasts: dict[str, datetime]) -> dict[str, list[float]]:
-    """One exchange of each variant per round; the first cfg.warmup rounds are not kept."""
+                sessions: dict[str, str], lasts: dict[str, datetime],
+                cpu_us: dict[str, float] | None = None) -> dict[str, list[float]]:
+    """One exchange of each variant per round; the first cfg.warmup rounds are not kept.
+    With `cpu_us`, each variant's backend CPU time per kept call is stored there."""
     samples: dict[str, list[float]] = {v: [] for v in variants}
+    pids = {v: conns[v].info.backend_pid for v in variants}
+    start: dict[str, int] = {}
     for i, k in enumerate(rounds):
+        if i == cfg.warmup and cpu_us is not None:
+            with contextlib.suppress(OSError):  # no schedstat on this kernel: no CPU figures
+                start = {v: _cpu_ns(pids[v]) for v in variants}
         for variant in variants:
             user, assistant = bench._exchange(f"{sessions[variant]}-x", k,
                                               lasts[variant] + timedelta(seconds=k + 1))
@@ -141,12 +156,17 @@ def _interleave(variants: tuple[str, ...], rounds: range, cfg: LiveConfig,
                               sessions[variant], user, assistant)
             if i >= cfg.warmup:
                 samples[variant].append(ms)
+    if cpu_us is not None and start:
+        for v in variants:
+            cpu_us[v] = (_cpu_ns(pids[v]) - start[v]) / 1000 / len(samples[v])
     return samples
 
 
-def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str,
-                   progress: Progress) -> tuple[list[bench.ExchangeResult],
-                                                list[bench.ExchangeResult]]:
+def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str, progress: Progress,
+                   *, cpu_us: dict[str, float] | None = None,
+                   ) -> tuple[list[bench.ExchangeResult], list[bench.ExchangeResult]]:
+    """Both loops at every size; with `cpu_us` (a local server), the first loop's backend CPU
+    per call is stored there as "variant@N"."""
     results, quiet_results = [], []
     for n in cfg.sizes:
         with contextlib.ExitStack() as stack:
@@ -161,7 +181,11 @@ def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str,
                 conns[variant], sessions[variant] = conn, convs[0]["id"]
                 lasts[variant] = datetime.fromisoformat(convs[0]["messages"][-1]["timestamp"])
             rounds = cfg.warmup + cfg.calls
-            samples = _interleave(VARIANTS, range(rounds), cfg, conns, users, sessions, lasts)
+            cpu: dict[str, float] | None = {} if cpu_us is not None else None
+            samples = _interleave(VARIANTS, range(rounds), cfg, conns, users, sessions, lasts,
+                                  cpu)
+            if cpu_us is not None and cpu:
+                cpu_us.update({f"{v}@{n}": us for v, us in cpu.items()})
             quiet = _interleave(QUIET, range(rounds, 2 * rounds), cfg, conns, users, sessions,
                                 lasts)
         results += [bench.ExchangeResult(v, n, samples[v]) for v in VARIANTS]
@@ -300,8 +324,12 @@ def count_plans(dsn: str, tag: str, calls: int = 20,
 
 
 def run(cfg: LiveConfig, *, dsn: str | None = None, bin_dir: Path | None = None,
-        db_prefix: str = "bench_live_", progress: Progress | None = None) -> LiveReport:
+        db_prefix: str = "bench_live_", progress: Progress | None = None,
+        local: bool | None = None) -> LiveReport:
+    """`local`: the server's backends are processes of this machine, so their CPU time can be
+    read (default: only for the throwaway server)."""
     say: Progress = progress or (lambda _line: None)
+    read_cpu = dsn is None if local is None else local
     machine = bench.machine_info()
     with contextlib.ExitStack() as stack:
         if dsn is not None:
@@ -317,11 +345,18 @@ def run(cfg: LiveConfig, *, dsn: str | None = None, bin_dir: Path | None = None,
         dsns = stack.enter_context(bench._databases(server_dsn, names, drop=drop))
         report = LiveReport(machine, info, {**asdict(cfg), "databases": names})
         tag = uuid.uuid4().hex[:6]
-        report.exchange, report.quiet = bench_exchange(dsns, cfg, tag, say)
+        report.exchange, report.quiet = bench_exchange(
+            dsns, cfg, tag, say, cpu_us=report.cpu_us if read_cpu else None)
         report.writers = bench_writers(dsns, cfg, tag, say)
         report.plans = count_plans(dsns["pgchat"], tag)
         report.machine["load_after"] = bench._load()
     return report
+
+
+def _ratio_row(n: int, us: dict[str, float]) -> list[str]:
+    """N, each variant's figure, then exchange/legacy, exchange/floor and insert/legacy."""
+    return [f"{n:,}", *[f"{us[v]:,.0f}" for v in VARIANTS], f"{us['pgchat'] / us['legacy']:.2f}x",
+            f"{us['pgchat'] / us['floor']:.2f}x", f"{us['pgchat_insert'] / us['legacy']:.2f}x"]
 
 
 def render(report: LiveReport) -> str:
@@ -330,16 +365,17 @@ def render(report: LiveReport) -> str:
     s, m = report.server, report.machine
     out = [f"pgchat bench --live: PostgreSQL {s['version']} ({s['origin']}); {m['cores']} cores, "
            f"load before {m['load_before']}, after {m.get('load_after')}", ""]
-    rows = []
-    for n in cfg.sizes:
-        p = {v: report.p50(v, n) for v in VARIANTS}
-        rows.append([f"{n:,}", *[f"{p[v] * 1000:,.0f}" for v in VARIANTS],
-                     f"{p['pgchat'] / p['legacy']:.2f}x", f"{p['pgchat'] / p['floor']:.2f}x",
-                     f"{p['pgchat_insert'] / p['legacy']:.2f}x"])
+    header = ["N", *[LABELS[v] for v in VARIANTS], "exchange/legacy", "exchange/floor",
+              "insert/legacy"]
     out.append("One exchange into a session of N messages: "
                f"p50 us of {cfg.calls} interleaved calls")
-    out += bench._grid(["N", *[LABELS[v] for v in VARIANTS], "exchange/legacy",
-                        "exchange/floor", "insert/legacy"], rows)
+    out += bench._grid(header, [_ratio_row(n, {v: report.p50(v, n) * 1000 for v in VARIANTS})
+                                for n in cfg.sizes])
+    if report.cpu_us:
+        out += ["", "Server CPU per call, the same calls (each backend's own time, "
+                "/proc/PID/schedstat): us"]
+        out += bench._grid(header, [_ratio_row(n, {v: report.cpu_us[f"{v}@{n}"]
+                                                   for v in VARIANTS}) for n in cfg.sizes])
     if report.quiet:
         quiet_rows = []
         for n in cfg.sizes:

@@ -21,7 +21,9 @@ from tests.conftest import PgServer
 def report(pg_server: PgServer) -> bench_live.LiveReport:
     cfg = bench_live.LiveConfig(sizes=(20, 60), calls=5, warmup=3, writers=3, seconds=0.5)
     prefix = f"bench_live_t{os.getpid()}_"
-    result = bench_live.run(cfg, dsn=pg_server.url(pg_server.maintenance_db), db_prefix=prefix)
+    # The test server runs on this machine: its backends' CPU time can be read.
+    result = bench_live.run(cfg, dsn=pg_server.url(pg_server.maintenance_db), db_prefix=prefix,
+                            local=True)
     with psycopg.connect(pg_server.url(pg_server.maintenance_db)) as conn:
         left = conn.execute("select datname from pg_database where datname like %s",
                             (prefix + "%",)).fetchall()
@@ -42,6 +44,20 @@ def test_the_exchange_and_the_floor_are_measured_again_without_legacy(
     assert all(len(e.samples_ms) == 5 and min(e.samples_ms) > 0 for e in report.quiet)
     text = bench_live.render(report)
     assert "without legacy's calls in the loop" in text
+
+
+def test_each_backend_s_cpu_per_call_is_read_at_every_size(
+        report: bench_live.LiveReport) -> None:
+    assert set(report.cpu_us) == {f"{v}@{n}" for v in bench_live.VARIANTS for n in (20, 60)}
+    assert all(us > 0 for us in report.cpu_us.values())
+    assert "Server CPU per call" in bench_live.render(report)
+
+
+def test_a_server_elsewhere_gets_no_cpu_figures(pg_server: PgServer) -> None:
+    cfg = bench_live.LiveConfig(sizes=(5,), calls=2, warmup=1, writers=1, seconds=0.5)
+    result = bench_live.run(cfg, dsn=pg_server.url(pg_server.maintenance_db),
+                            db_prefix=f"bench_live_r{os.getpid()}_")
+    assert result.cpu_us == {} and "Server CPU per call" not in bench_live.render(result)
 
 
 def test_the_writers_of_different_users_leave_no_drift(report: bench_live.LiveReport) -> None:
