@@ -519,15 +519,16 @@ class _Tally:
     finished: float = 0.0
 
 
-def _writer(conn: psycopg.Connection, system: str, user_id: uuid.UUID, session_id: str,
-            index: int, cfg: Config, start: threading.Barrier, tally: _Tally) -> None:
-    write = _EXCHANGE[system]
+def _writer(conn: psycopg.Connection, write: WriteExchange, user_id: uuid.UUID,
+            session_id: str, index: int, writers: int, seconds: float,
+            start: threading.Barrier, tally: _Tally) -> None:
+    """Writer `index` of `writers`: exchanges until `seconds` have passed, tallied."""
     start.wait()
-    deadline = time.monotonic() + cfg.seconds
+    deadline = time.monotonic() + seconds
     k = 0
     try:
         while time.monotonic() < deadline:
-            at = _DAY + timedelta(milliseconds=k * cfg.writers + index)
+            at = _DAY + timedelta(milliseconds=k * writers + index)
             user, assistant = _exchange(session_id, k, at)
             k += 1
             try:
@@ -600,8 +601,9 @@ def _concurrency(dsn: str, system: str, cfg: Config, tag: str) -> ConcurrencyRes
     with contextlib.ExitStack() as stack:
         # Connected before the start, so that the clock measures writing, not connecting.
         conns = [stack.enter_context(connect(dsn)) for _ in sessions]
-        threads = [threading.Thread(target=_writer, args=(conn, system, user_id, session_id, i,
-                                                          cfg, start, tally))
+        threads = [threading.Thread(target=_writer, args=(conn, _EXCHANGE[system], user_id,
+                                                          session_id, i, cfg.writers,
+                                                          cfg.seconds, start, tally))
                    for i, (conn, session_id, tally)
                    in enumerate(zip(conns, sessions, tallies, strict=True))]
         for thread in threads:

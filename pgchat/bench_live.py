@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 
 from pgchat import bench, scenario, server
 from pgchat import usage as usage_api
-from pgchat.connect import connect, one_line
+from pgchat.connect import connect
 
 Progress = Callable[[str], None]
 Message = dict[str, Any]
@@ -200,26 +200,6 @@ def bench_exchange(dsns: dict[str, str], cfg: LiveConfig, tag: str, progress: Pr
 # --- writers of different users -----------------------------------------------------------------
 
 
-def _writer(conn: psycopg.Connection, system: str, user_id: uuid.UUID, session_id: str,
-            seconds: float, start: threading.Barrier, result: dict[str, Any]) -> None:
-    write = WRITE["pgchat" if system == "pgchat" else "legacy"]
-    start.wait()
-    deadline = time.monotonic() + seconds
-    k = 0
-    while time.monotonic() < deadline:
-        user, assistant = bench._exchange(session_id, k, bench._DAY + timedelta(seconds=k))
-        k += 1
-        try:
-            write(conn, user_id, session_id, user, assistant)
-            conn.commit()
-        except psycopg.Error as exc:
-            conn.rollback()
-            result["deadlocks" if exc.sqlstate == bench._DEADLOCK else "errors"] += 1
-            result["samples"].append(one_line(exc))
-            continue
-        result["exchanges"] += 1
-
-
 def bench_writers(dsns: dict[str, str], cfg: LiveConfig, tag: str,
                   progress: Progress) -> list[WritersResult]:
     results = []
@@ -234,14 +214,14 @@ def bench_writers(dsns: dict[str, str], cfg: LiveConfig, tag: str,
                              " updated_at) VALUES (%s, %s, 'bench', %s, %s)",
                              (session_id, user_id, bench._DAY, bench._DAY))
             conn.commit()
-        tallies: list[dict[str, Any]] = [{"exchanges": 0, "errors": 0, "deadlocks": 0,
-                                          "samples": []} for _ in users]
+        tallies = [bench._Tally() for _ in users]
         start = threading.Barrier(cfg.writers + 1)
         with contextlib.ExitStack() as stack:
             conns = [stack.enter_context(connect(dsn)) for _ in users]
-            threads = [threading.Thread(target=_writer, args=(c, system, u, s, cfg.seconds,
-                                                              start, t))
-                       for c, u, s, t in zip(conns, users, sessions, tallies, strict=True)]
+            threads = [threading.Thread(target=bench._writer, args=(
+                c, WRITE[system], u, s, i, cfg.writers, cfg.seconds, start, t))
+                for i, (c, u, s, t) in enumerate(zip(conns, users, sessions, tallies,
+                                                     strict=True))]
             for thread in threads:
                 thread.start()
             start.wait()
@@ -249,10 +229,10 @@ def bench_writers(dsns: dict[str, str], cfg: LiveConfig, tag: str,
             for thread in threads:
                 thread.join()
             elapsed = time.monotonic() - began
-        exchanges = sum(t["exchanges"] for t in tallies)
-        result = WritersResult(system, cfg.writers, exchanges, sum(t["errors"] for t in tallies),
-                               sum(t["deadlocks"] for t in tallies), exchanges / elapsed,
-                               [s for t in tallies for s in t["samples"]][:3])
+        exchanges = sum(t.exchanges for t in tallies)
+        result = WritersResult(system, cfg.writers, exchanges, sum(t.errors for t in tallies),
+                               sum(t.deadlocks for t in tallies), exchanges / elapsed,
+                               [s for t in tallies for s in t.error_samples][:3])
         if system == "pgchat":
             with connect(dsn) as conn:
                 result.usage_drift = len(usage_api.verify(conn))
