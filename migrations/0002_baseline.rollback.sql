@@ -1,8 +1,8 @@
--- Undo the baseline: restore the policies it replaced, drop what it created, never lose a row.
--- Tables pgchat created are dropped only while empty (it refuses, changing nothing, while one
--- holds rows); tables it adopted are kept, with their saved policies restored. Not restored:
--- the grants it reset and the view's security_invoker (turning either back would reopen what
--- 0002 closed; see the README).
+-- Undo the baseline: restore the policies, grants and view options it replaced, drop what it
+-- created, never lose a row. Tables pgchat created are dropped only while empty (it refuses,
+-- changing nothing, while one holds rows); tables it adopted are kept, with everything saved
+-- restored as it was (including what a DBA may consider a hole: TRUNCATE for the API roles,
+-- a view running with its owner's rights; going back means going back).
 --
 -- Works as a role that does not own auth.users (Supabase's `postgres`): the sign-up trigger on
 -- auth.users goes with its function (DROP FUNCTION ... CASCADE), never by DROP TRIGGER ON auth.users.
@@ -30,6 +30,8 @@ $guard$;
 DROP POLICY IF EXISTS sessions_owner_all ON public.chat_sessions;
 DROP POLICY IF EXISTS messages_owner_all ON public.chat_messages;
 DROP POLICY IF EXISTS usage_owner_select ON public.user_usage_daily;
+DROP POLICY IF EXISTS usage_owner_insert ON public.user_usage_daily;
+DROP POLICY IF EXISTS usage_owner_update ON public.user_usage_daily;
 
 DO $restore$
 DECLARE
@@ -65,6 +67,10 @@ BEGIN
     END LOOP;
 END
 $created$;
+
+DROP FUNCTION IF EXISTS pgchat_migrations.render(text);
+DROP FUNCTION IF EXISTS pgchat_migrations.feature(text);
+DROP FUNCTION IF EXISTS pgchat_migrations.has_column(text, text);
 
 DO $bookkeeping$
 BEGIN

@@ -1,21 +1,25 @@
 -- Baseline: adopt the app's chat tables as they are, or create them on an empty database.
 --
--- pgchat owns, and so changes, only this here: the row level security policies and the grants
--- of chat_sessions, chat_messages and user_usage_daily, the column grants of profiles, and the
--- security_invoker option of the view api_user_summary. Everything else the database holds
--- (columns, tables such as model_access or system_*, views, functions, triggers, the policies
--- of other tables) is left exactly as it is, and its shape is never checked.
+-- pgchat owns columns, not tables: the counters it maintains (in user_usage_daily and
+-- profiles.usage_stats), the statistics columns of chat_sessions, the row level security
+-- policies of chat_sessions, chat_messages and user_usage_daily, and its own schemas.
+-- Everything else the database holds (other columns, tables, views, functions, triggers,
+-- grants, and whatever the app's later releases add) is the app's and is left as it is. Here
+-- that means: the policies of the three tables are replaced (each saved for the rollback); the
+-- app's grants are kept, except TRUNCATE, TRIGGER and REFERENCES for the API roles on the three
+-- tables (TRUNCATE ignores row level security; none is a write the app makes), each saved; the
+-- view api_user_summary runs with its caller's rights (its old options saved).
 --
--- Required: only the columns and unique keys pgchat reads or writes. A missing one, or an owned
--- object the migrating role may not change, is refused before anything changes, each named with
--- what to do.
+-- Required: only what pgchat cannot count without (the list below). The optional counters
+-- (user_usage_daily.models_used, sessions_created, active_minutes, generation_ms, updated_at)
+-- and the message's duration (chat_messages.elapsed_time in seconds or elapsed_ms) are
+-- maintained where the table has them and left alone where it does not. Anything missing, or
+-- an owned object the migrating role may not change, is refused before anything changes, each
+-- named with what to do.
 --
 -- On an empty database it creates the app tables (and profiles' sign-up trigger on auth.users),
 -- each marked with a comment 'pgchat: created by 0002_baseline' so that the rollback removes
 -- what pgchat created and nothing else. A table that exists is never re-created or altered.
---
--- Policies on the owned tables are replaced whatever their names; each one dropped is saved
--- in pgchat_migrations.replaced_objects (and printed), and the rollback restores it.
 -- depends: 0001_supabase_standin
 
 -- 1. Refuse, before changing anything, what cannot be adopted.
@@ -25,6 +29,9 @@ DECLARE
     v_list text;
 BEGIN
     SELECT string_agg(format('public.%s.%s', r.tbl, r.col), ', ' ORDER BY r.tbl, r.col) INTO v_list
+    -- Why these: the keys and the owner (profiles.id, chat_sessions.user_id); what a message
+    -- counts (role, success, tokens, date, model); what the statistics show; what the sync and
+    -- the exchange write. Nothing else of the app is read or written by name.
     FROM (VALUES
         ('profiles', 'id'), ('profiles', 'usage_stats'), ('profiles', 'last_active'),
         ('chat_sessions', 'id'), ('chat_sessions', 'user_id'), ('chat_sessions', 'title'),
@@ -36,14 +43,12 @@ BEGIN
         ('chat_messages', 'content'), ('chat_messages', 'model'), ('chat_messages', 'total_tokens'),
         ('chat_messages', 'input_tokens'), ('chat_messages', 'output_tokens'),
         ('chat_messages', 'user_message_id'), ('chat_messages', 'content_type'),
-        ('chat_messages', 'elapsed_time'), ('chat_messages', 'completion_id'),
-        ('chat_messages', 'message_timestamp'), ('chat_messages', 'error_message'),
+        ('chat_messages', 'completion_id'), ('chat_messages', 'message_timestamp'),
+        ('chat_messages', 'error_message'),
         ('user_usage_daily', 'user_id'), ('user_usage_daily', 'usage_date'),
         ('user_usage_daily', 'messages_sent'), ('user_usage_daily', 'messages_received'),
         ('user_usage_daily', 'input_tokens'), ('user_usage_daily', 'output_tokens'),
-        ('user_usage_daily', 'total_tokens'), ('user_usage_daily', 'models_used'),
-        ('user_usage_daily', 'sessions_created'), ('user_usage_daily', 'active_minutes'),
-        ('user_usage_daily', 'updated_at')
+        ('user_usage_daily', 'total_tokens')
     ) AS r(tbl, col)
     WHERE pg_catalog.to_regclass('public.' || r.tbl) IS NOT NULL  -- absent tables are created
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
@@ -51,7 +56,7 @@ BEGIN
                         AND a.attname = r.col AND a.attnum > 0 AND NOT a.attisdropped);
     IF v_list IS NOT NULL THEN
         v_problems := v_problems || format('missing columns %s (add them with ALTER TABLE ... ADD COLUMN;'
-                                           ' types as in the README)', v_list);
+                                           ' types as in docs/adoption.md)', v_list);
     END IF;
 
     -- pgchat upserts on these keys (ON CONFLICT): a plain unique index or constraint on exactly them.
@@ -118,6 +123,72 @@ CREATE TABLE IF NOT EXISTS pgchat_migrations.replaced_objects (
 );
 COMMENT ON TABLE pgchat_migrations.replaced_objects IS
     'Definitions pgchat migrations dropped or replaced; their rollbacks re-create them';
+
+-- What the app's tables have of pgchat's optional columns, and the templates that adapt to it.
+-- The migrations that write those columns (0003, 0004, 0005) create their functions through
+-- render(): a line of a template that ends in `--@feature` is kept only where the database has
+-- that feature, one ending in `--@!feature` only where it has not. Features:
+--   models_used, sessions_created, active_minutes, generation_ms, daily_updated_at: the
+--     optional counters of user_usage_daily (active_minutes brings active_seconds, 0002b);
+--   elapsed_ms, elapsed_time: the message's duration column (elapsed_ms in milliseconds, the
+--     app's later name, wins where both exist; elapsed_time in seconds), no_elapsed: neither;
+--     /*elapsed_ms:ALIAS*/ in a template becomes the duration in milliseconds of row ALIAS.
+-- They run when a migration runs: a column the app adds later is maintained after the next
+-- `pgchat migrate` that re-renders (docs/adoption.md).
+CREATE OR REPLACE FUNCTION pgchat_migrations.has_column(p_table text, p_column text)
+RETURNS boolean LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = pg_catalog.to_regclass('public.' || p_table)
+                     AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped)
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgchat_migrations.feature(p_name text)
+RETURNS boolean LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN CASE p_name
+        WHEN 'models_used' THEN pgchat_migrations.has_column('user_usage_daily', 'models_used')
+        WHEN 'sessions_created' THEN pgchat_migrations.has_column('user_usage_daily', 'sessions_created')
+        WHEN 'active_minutes' THEN pgchat_migrations.has_column('user_usage_daily', 'active_minutes')
+        WHEN 'generation_ms' THEN pgchat_migrations.has_column('user_usage_daily', 'generation_ms')
+        WHEN 'daily_updated_at' THEN pgchat_migrations.has_column('user_usage_daily', 'updated_at')
+        WHEN 'elapsed_ms' THEN pgchat_migrations.has_column('chat_messages', 'elapsed_ms')
+        WHEN 'elapsed_time' THEN pgchat_migrations.has_column('chat_messages', 'elapsed_time')
+                                 AND NOT pgchat_migrations.has_column('chat_messages', 'elapsed_ms')
+        WHEN 'no_elapsed' THEN NOT (pgchat_migrations.has_column('chat_messages', 'elapsed_ms')
+                                    OR pgchat_migrations.has_column('chat_messages', 'elapsed_time'))
+    END;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgchat_migrations.render(p_template text)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+DECLARE
+    v_out text[] := '{}';
+    v_line text;
+    v_tag text[];
+    v_has boolean;
+BEGIN
+    FOREACH v_line IN ARRAY pg_catalog.string_to_array(p_template, E'\n') LOOP
+        v_tag := pg_catalog.regexp_match(v_line, '--@(!?)([a-z_]+)\s*$');
+        IF v_tag IS NULL THEN
+            v_out := v_out || v_line;
+            CONTINUE;
+        END IF;
+        v_has := pgchat_migrations.feature(v_tag[2]);
+        IF v_has IS NULL THEN
+            RAISE EXCEPTION 'pgchat: unknown template feature %', v_tag[2];
+        END IF;
+        IF v_has = (v_tag[1] = '') THEN
+            v_out := v_out || pg_catalog.regexp_replace(v_line, '\s*--@!?[a-z_]+\s*$', '');
+        END IF;
+    END LOOP;
+    -- /*elapsed_ms:ALIAS*/ stands for the duration in milliseconds of the message row ALIAS.
+    RETURN pg_catalog.regexp_replace(pg_catalog.array_to_string(v_out, E'\n'), '/\*elapsed_ms:(\w+)\*/',
+        CASE WHEN pgchat_migrations.feature('elapsed_ms') THEN 'greatest(coalesce(\1.elapsed_ms, 0), 0)::bigint'
+             WHEN pgchat_migrations.feature('elapsed_time') THEN '(greatest(coalesce(\1.elapsed_time, 0), 0)::bigint * 1000)'
+             ELSE '0::bigint' END, 'g');
+END
+$fn$;
 
 -- 2. On an empty database: the app tables (only those that are absent).
 DO $tables$
@@ -368,8 +439,10 @@ $created$;
 
 -- 3. The owned tables' policies, replaced whatever their names (each saved, then dropped).
 -- Owners only; auth.uid() in a sub-select is evaluated once per statement, not per row
--- (Supabase advisor: auth_rls_initplan). user_usage_daily has no write policy: only pgchat's
--- functions write usage.
+-- (Supabase advisor: auth_rls_initplan). A user may insert and update its own user_usage_daily
+-- rows (the app's later releases do, for columns of their own such as estimated_cost): what
+-- such a write puts into pgchat's counters is neutralised by the guard (0005), never refused.
+-- No one deletes a counter row through the API.
 DO $policies$
 DECLARE
     p record;
@@ -409,12 +482,22 @@ CREATE POLICY messages_owner_all ON public.chat_messages FOR ALL TO authenticate
                         WHERE s.id = chat_messages.session_id AND s.user_id = (SELECT auth.uid())));
 CREATE POLICY usage_owner_select ON public.user_usage_daily FOR SELECT TO authenticated
     USING (user_id = (SELECT auth.uid()));
+CREATE POLICY usage_owner_insert ON public.user_usage_daily FOR INSERT TO authenticated
+    WITH CHECK (user_id = (SELECT auth.uid()));
+CREATE POLICY usage_owner_update ON public.user_usage_daily FOR UPDATE TO authenticated
+    USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
 
 -- 4. The view: made security-invoker where it exists (its columns are the app's business, so
 -- it is never replaced); created only where it is absent.
 DO $view$
 BEGIN
     IF pg_catalog.to_regclass('public.api_user_summary') IS NOT NULL THEN
+        INSERT INTO pgchat_migrations.replaced_objects (migration_id, kind, name, definition)
+        SELECT '0002_baseline', 'view option', 'security_invoker ON public.api_user_summary',
+               CASE WHEN o.opt IS NULL THEN 'ALTER VIEW public.api_user_summary RESET (security_invoker)'
+                    ELSE format('ALTER VIEW public.api_user_summary SET (%s)', o.opt) END
+        FROM (SELECT (SELECT x FROM unnest(c.reloptions) AS x WHERE x LIKE 'security\_invoker=%') AS opt
+              FROM pg_catalog.pg_class c WHERE c.oid = 'public.api_user_summary'::regclass) o;
         ALTER VIEW public.api_user_summary SET (security_invoker = on);
         RAISE NOTICE 'pgchat: view public.api_user_summary now runs with the caller''s rights (security_invoker)';
         RETURN;
@@ -439,28 +522,60 @@ BEGIN
 END
 $view$;
 
--- 5. Grants of the owned tables, set exactly, whatever the defaults granted (Supabase's default
--- privileges give the API roles ALL on new tables, TRUNCATE included, and TRUNCATE ignores
--- RLS). The API roles reach rows only through RLS; anon sees no user data. A user may edit its
--- own profile's settings (those of these columns that exist), never its tier, credits or usage.
-REVOKE ALL ON public.profiles, public.chat_sessions, public.chat_messages, public.user_usage_daily
-    FROM PUBLIC, anon, authenticated, service_role;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.chat_sessions, public.chat_messages TO authenticated;
-GRANT SELECT ON public.profiles, public.user_usage_daily TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.profiles, public.chat_sessions, public.chat_messages,
-    public.user_usage_daily TO service_role;
-
-DO $profile_settings$
+-- 5. Grants. On the tables pgchat created, set exactly, whatever the defaults granted
+-- (Supabase's default privileges give the API roles ALL on new tables, TRUNCATE included): the
+-- API roles reach rows only through RLS; anon sees no user data; a user may edit its own
+-- profile's settings, never its tier, credits or usage. On the tables the app created, the
+-- app's grants stay as they are (every write the app makes keeps working); pgchat only takes
+-- TRUNCATE (it ignores row level security and would wipe every user's counted history),
+-- TRIGGER and REFERENCES from PUBLIC and the API roles on the three tables whose policies it
+-- owns, each grant saved for the rollback.
+DO $grants$
 DECLARE
-    v_columns text;
+    c_created CONSTANT text := 'pgchat: created by 0002_baseline';
+    r record;
 BEGIN
-    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = 'public.profiles'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname IN ('full_name', 'avatar_url', 'default_model', 'temperature', 'system_prompt',
-                        'ui_preferences', 'session_preferences');
-    IF v_columns IS NOT NULL THEN
-        EXECUTE format('GRANT UPDATE (%s) ON public.profiles TO authenticated', v_columns);
+    FOR r IN
+        SELECT c.oid::regclass::text AS tbl, a.privilege_type AS privilege,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END AS grantee,
+               a.is_grantable
+        FROM pg_catalog.pg_class c
+        CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+        LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+        WHERE c.oid IN ('public.chat_sessions'::regclass, 'public.chat_messages'::regclass,
+                        'public.user_usage_daily'::regclass)
+          AND pg_catalog.obj_description(c.oid, 'pg_class') IS DISTINCT FROM c_created
+          AND a.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES')
+          AND (a.grantee = 0 OR g.rolname IN ('anon', 'authenticated', 'service_role'))
+        ORDER BY 1, 3, 2
+    LOOP
+        INSERT INTO pgchat_migrations.replaced_objects (migration_id, kind, name, definition)
+        VALUES ('0002_baseline', 'grant', format('%s ON %s TO %s', r.privilege, r.tbl, r.grantee),
+                format('GRANT %s ON %s TO %s%s', r.privilege, r.tbl, r.grantee,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END));
+        EXECUTE format('REVOKE %s ON %s FROM %s', r.privilege, r.tbl, r.grantee);
+        RAISE NOTICE 'pgchat: revoked % on % from % (saved)', r.privilege, r.tbl, r.grantee;
+    END LOOP;
+
+    IF pg_catalog.obj_description('public.chat_sessions'::regclass, 'pg_class') = c_created THEN
+        REVOKE ALL ON public.chat_sessions FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.chat_sessions TO authenticated, service_role;
+    END IF;
+    IF pg_catalog.obj_description('public.chat_messages'::regclass, 'pg_class') = c_created THEN
+        REVOKE ALL ON public.chat_messages FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.chat_messages TO authenticated, service_role;
+    END IF;
+    IF pg_catalog.obj_description('public.user_usage_daily'::regclass, 'pg_class') = c_created THEN
+        REVOKE ALL ON public.user_usage_daily FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT ON public.user_usage_daily TO authenticated;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.user_usage_daily TO service_role;
+    END IF;
+    IF pg_catalog.obj_description('public.profiles'::regclass, 'pg_class') = c_created THEN
+        REVOKE ALL ON public.profiles FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT ON public.profiles TO authenticated;
+        GRANT UPDATE (full_name, avatar_url, default_model, temperature, system_prompt,
+                      ui_preferences, session_preferences) ON public.profiles TO authenticated;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.profiles TO service_role;
     END IF;
 END
-$profile_settings$;
+$grants$;

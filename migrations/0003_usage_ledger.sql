@@ -63,7 +63,16 @@ DECLARE
 BEGIN
     CREATE TEMP TABLE pgchat_adoption_scan ON COMMIT DROP AS
     -- scan:begin
-    WITH RECURSIVE fn AS (
+    -- A function competes when it calls track_user_usage, writes a counter of user_usage_daily
+    -- (an INSERT or UPDATE naming one of pgchat's counters, or a DELETE of its rows) or
+    -- profiles.usage_stats. One that writes only the app's columns (a pricing trigger adding
+    -- to estimated_cost, its own tables) is the app's and keeps running.
+    WITH RECURSIVE params AS (
+        SELECT '((insert\s+into|update)\s+(only\s+)?("?public"?\s*\.\s*)?"?user_usage_daily\M[^;]*'
+               '\m(messages_sent|messages_received|input_tokens|output_tokens|total_tokens|models_used'
+               '|sessions_created|active_minutes|active_seconds|generation_ms)\M)'
+               '|(delete\s+from\s+(only\s+)?("?public"?\s*\.\s*)?"?user_usage_daily\M)' AS c_daily_counters
+    ), fn AS (
         SELECT p.oid, p.proname::text AS proname, coalesce(p.prosrc, '') AS src
         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgchat')
@@ -73,13 +82,12 @@ BEGIN
     ), counting (oid, proname, reason, depth) AS (
         SELECT f.oid, f.proname,
                CASE WHEN f.src ~* '\mtrack_user_usage\M' THEN 'calls track_user_usage'
-                    WHEN f.src ~* '(insert\s+into|update|delete\s+from)\s+(only\s+)?("?public"?\s*\.\s*)?"?user_usage_daily\M'
-                        THEN 'writes user_usage_daily'
+                    WHEN f.src ~* c_daily_counters THEN 'writes the counters of user_usage_daily'
                     ELSE 'writes profiles.usage_stats' END,
                0
-        FROM fn f
+        FROM fn f CROSS JOIN params
         WHERE f.src ~* '\mtrack_user_usage\M'
-           OR f.src ~* '(insert\s+into|update|delete\s+from)\s+(only\s+)?("?public"?\s*\.\s*)?"?user_usage_daily\M'
+           OR f.src ~* c_daily_counters
            OR f.src ~* 'update\s+(only\s+)?("?public"?\s*\.\s*)?"?profiles\M[^;]*\musage_stats\M\s*='
         UNION ALL
         SELECT f.oid, f.proname, format('calls %s(), which %s', c.proname, c.reason) COLLATE "default", c.depth + 1
@@ -158,10 +166,12 @@ CREATE SCHEMA IF NOT EXISTS pgchat;
 COMMENT ON SCHEMA pgchat IS 'pgchat internals (usage ledger, helpers); not exposed through the API';
 REVOKE ALL ON SCHEMA pgchat FROM PUBLIC;
 
-CREATE TABLE pgchat.usage_ledger (
+-- IF NOT EXISTS: `pgchat rollback --all` keeps the ledger (the record of what was counted), so
+-- that adopting the database again counts nothing twice.
+CREATE TABLE IF NOT EXISTS pgchat.usage_ledger (
+    user_id uuid NOT NULL,  -- no FK: see tg_profiles__forget_usage
     kind text NOT NULL,
     event_key text NOT NULL,
-    user_id uuid NOT NULL,  -- no FK: see tg_profiles__forget_usage
     usage_date date NOT NULL,
     session_id text,
     messages_sent integer NOT NULL DEFAULT 0,
@@ -171,18 +181,21 @@ CREATE TABLE pgchat.usage_ledger (
     model text,
     sessions_created integer NOT NULL DEFAULT 0,
     active_seconds integer NOT NULL DEFAULT 0,
+    generation_ms bigint NOT NULL DEFAULT 0,
     source text NOT NULL,
     booked_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (kind, event_key),
+    -- Keyed by user: ids are chosen by clients, so the same id written by another account is
+    -- another event of that account (and the table can be partitioned by user).
+    PRIMARY KEY (user_id, kind, event_key),
     -- One short constraint: each statement that writes a table parses and prepares its CHECK
     -- expressions again, and the live path writes the ledger on every message. kind and source
     -- are not checked: no API role may write the ledger, and pgchat's functions set both from
     -- constants (an IN list would cost as much as the rest of the row's checks).
     CONSTRAINT usage_ledger_counts_valid CHECK (
         least(messages_sent, messages_received, input_tokens, output_tokens, sessions_created,
-              active_seconds) >= 0)
+              active_seconds, generation_ms) >= 0)
 );
-CREATE INDEX usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
+CREATE INDEX IF NOT EXISTS usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
 COMMENT ON TABLE pgchat.usage_ledger IS
     'One row per counted event, keyed by message id or session id: the source of truth for usage counters';
 
@@ -204,7 +217,7 @@ CREATE TRIGGER _900_forget_usage AFTER DELETE ON public.profiles
 CREATE TYPE pgchat.usage_event AS (
     kind text, event_key text, user_id uuid, usage_date date, session_id text,
     messages_sent integer, messages_received integer, input_tokens integer, output_tokens integer,
-    model text, sessions_created integer, active_seconds integer
+    model text, sessions_created integer, active_seconds integer, generation_ms bigint
 );
 
 -- A change to one session's statistics: messages and tokens to add (negative to remove).
@@ -213,9 +226,21 @@ CREATE TYPE pgchat.session_delta AS (session_id text, messages integer, tokens b
 -- The legacy seconds move to active_seconds (0002b), in the switch: a legacy booking before it
 -- added seconds to active_minutes, a booking after it adds to active_seconds. One row per user
 -- and day, not per message.
-UPDATE public.user_usage_daily SET active_seconds = active_minutes, active_minutes = active_minutes / 60
-WHERE active_minutes <> 0;
-COMMENT ON COLUMN public.user_usage_daily.active_minutes IS 'active_seconds / 60, rounded down';
+DO $minutes$
+BEGIN
+    IF pgchat_migrations.feature('active_minutes') THEN
+        INSERT INTO pgchat_migrations.replaced_objects (migration_id, kind, name, definition)
+        SELECT '0003_usage_ledger', 'comment', 'public.user_usage_daily.active_minutes',
+               format('COMMENT ON COLUMN public.user_usage_daily.active_minutes IS %s',
+                      coalesce(quote_literal(col_description('public.user_usage_daily'::regclass, a.attnum)), 'NULL'))
+        FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = 'public.user_usage_daily'::regclass AND a.attname = 'active_minutes';
+        UPDATE public.user_usage_daily SET active_seconds = active_minutes, active_minutes = active_minutes / 60
+        WHERE active_minutes <> 0;
+        COMMENT ON COLUMN public.user_usage_daily.active_minutes IS 'active_seconds / 60, rounded down';
+    END IF;
+END
+$minutes$;
 
 -- Add counts key by key: {"a":1} + {"a":2,"b":1} = {"a":3,"b":1}. Keys only in `a` are kept.
 CREATE FUNCTION pgchat.jsonb_add_counts(a jsonb, b jsonb)
@@ -251,12 +276,89 @@ BEGIN
 END
 $fn$;
 
+-- The daily counters' upsert, shared by book_usage and the insert branch of
+-- update_session_stats: it adds a CTE `daily` (user_id, usage_date, messages_sent,
+-- messages_received, input_tokens, output_tokens, models_used, sessions_created,
+-- active_seconds, generation_ms, owner; sums in bigint) to user_usage_daily, moving only the
+-- counters the table has (render()). A sum past what its integer column holds is refused with
+-- a clear message (within_integer), never a raw 22003; within_integer is called only out of
+-- range, as a function call per counter costs on every booking. The app's later releases
+-- declare the counters without NOT NULL, hence the coalesce on the stored side.
+CREATE OR REPLACE FUNCTION pgchat_migrations.daily_upsert()
+RETURNS text LANGUAGE sql IMMUTABLE AS $snippet$ SELECT $tmpl$
+            INSERT INTO public.user_usage_daily AS u (
+                user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens, total_tokens
+                , models_used --@models_used
+                , sessions_created --@sessions_created
+                , active_seconds, active_minutes --@active_minutes
+                , generation_ms --@generation_ms
+            )
+            SELECT d.user_id, d.usage_date,
+                   CASE WHEN d.messages_sent <= 2147483647 THEN d.messages_sent::integer
+                        ELSE pgchat.within_integer(d.messages_sent, 'messages_sent', d.owner) END,
+                   CASE WHEN d.messages_received <= 2147483647 THEN d.messages_received::integer
+                        ELSE pgchat.within_integer(d.messages_received, 'messages_received', d.owner) END,
+                   CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
+                        ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
+                   CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
+                        ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
+                   CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
+                        THEN (d.input_tokens + d.output_tokens)::integer
+                        ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END
+                   , d.models_used --@models_used
+                   , d.sessions_created::integer --@sessions_created
+                   , CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer --@active_minutes
+                          ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END --@active_minutes
+                   , d.active_seconds / 60 --@active_minutes
+                   , d.generation_ms --@generation_ms
+            FROM daily d
+            ORDER BY d.user_id, d.usage_date
+            ON CONFLICT (user_id, usage_date) DO UPDATE SET
+                messages_sent = CASE WHEN coalesce(u.messages_sent, 0)::bigint + EXCLUDED.messages_sent <= 2147483647
+                    THEN coalesce(u.messages_sent, 0) + EXCLUDED.messages_sent
+                    ELSE pgchat.within_integer(coalesce(u.messages_sent, 0)::bigint + EXCLUDED.messages_sent,
+                        'messages_sent', format('user %s on %s', u.user_id, u.usage_date)) END,
+                messages_received = CASE WHEN coalesce(u.messages_received, 0)::bigint + EXCLUDED.messages_received <= 2147483647
+                    THEN coalesce(u.messages_received, 0) + EXCLUDED.messages_received
+                    ELSE pgchat.within_integer(coalesce(u.messages_received, 0)::bigint + EXCLUDED.messages_received,
+                        'messages_received', format('user %s on %s', u.user_id, u.usage_date)) END,
+                input_tokens = CASE WHEN coalesce(u.input_tokens, 0)::bigint + EXCLUDED.input_tokens <= 2147483647
+                    THEN coalesce(u.input_tokens, 0) + EXCLUDED.input_tokens
+                    ELSE pgchat.within_integer(coalesce(u.input_tokens, 0)::bigint + EXCLUDED.input_tokens,
+                        'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                output_tokens = CASE WHEN coalesce(u.output_tokens, 0)::bigint + EXCLUDED.output_tokens <= 2147483647
+                    THEN coalesce(u.output_tokens, 0) + EXCLUDED.output_tokens
+                    ELSE pgchat.within_integer(coalesce(u.output_tokens, 0)::bigint + EXCLUDED.output_tokens,
+                        'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                total_tokens = CASE WHEN coalesce(u.total_tokens, 0)::bigint + EXCLUDED.total_tokens <= 2147483647
+                    THEN coalesce(u.total_tokens, 0) + EXCLUDED.total_tokens
+                    ELSE pgchat.within_integer(coalesce(u.total_tokens, 0)::bigint + EXCLUDED.total_tokens,
+                        'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END
+                -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
+                , models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used --@models_used
+                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce(( --@models_used
+                        SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric) --@models_used
+                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END --@models_used
+                , sessions_created = coalesce(u.sessions_created, 0) + EXCLUDED.sessions_created --@sessions_created
+                , active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647 --@active_minutes
+                    THEN u.active_seconds + EXCLUDED.active_seconds --@active_minutes
+                    ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds, --@active_minutes
+                        'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END --@active_minutes
+                , active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60 --@active_minutes
+                , generation_ms = coalesce(u.generation_ms, 0) + EXCLUDED.generation_ms --@generation_ms
+                , updated_at = now() --@daily_updated_at
+            RETURNING 1
+$tmpl$ $snippet$;
+
 -- Book events into the ledger; move the counters by what was newly booked, and only by that.
 -- Already-booked keys are skipped (ON CONFLICT DO NOTHING), which is what makes every caller
 -- idempotent. The counter upsert is atomic (no read-then-write), so concurrent bookings for the
 -- same user and day never lose an increment. Returns how many events were newly booked.
 -- Source 'adopted' books events that the legacy code counted already: into the ledger only,
 -- no counter moves.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render(replace($tmpl$
 CREATE FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text)
 RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
 DECLARE
@@ -267,83 +369,37 @@ BEGIN
     END IF;
     WITH booked AS (
         INSERT INTO pgchat.usage_ledger AS l (
-            kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
-            input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-        SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+            user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+            input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+        SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
                coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
                coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), p_source
+               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
+               coalesce(e.generation_ms, 0), p_source
         FROM unnest(p_events) AS e
-        ORDER BY e.kind, e.event_key
-        ON CONFLICT (kind, event_key) DO NOTHING
+        ORDER BY e.user_id, e.kind, e.event_key
+        ON CONFLICT (user_id, kind, event_key) DO NOTHING
         RETURNING l.*
     ), moving AS (
         SELECT b.* FROM booked b WHERE b.source <> 'adopted'
-    ), models AS (
-        SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
-        FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
-              FROM moving b WHERE b.model IS NOT NULL
-              GROUP BY b.user_id, b.usage_date, b.model) m
+    ), daily AS (  -- per user and day; models_used counts each model's replies
+        SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
+               sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
+               sum(m.input_tokens)::bigint AS input_tokens, sum(m.output_tokens)::bigint AS output_tokens,
+               sum(m.sessions_created)::bigint AS sessions_created,
+               sum(m.active_seconds)::bigint AS active_seconds, sum(m.generation_ms)::bigint AS generation_ms,
+               coalesce(jsonb_object_agg(m.model, m.uses) FILTER (WHERE m.model IS NOT NULL), '{}'::jsonb)
+                   AS models_used,
+               format('user %s on %s', m.user_id, m.usage_date) AS owner
+        FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses,
+                     sum(b.messages_sent)::bigint AS messages_sent, sum(b.messages_received)::bigint AS messages_received,
+                     sum(b.input_tokens)::bigint AS input_tokens, sum(b.output_tokens)::bigint AS output_tokens,
+                     sum(b.sessions_created)::bigint AS sessions_created,
+                     sum(b.active_seconds)::bigint AS active_seconds, sum(b.generation_ms)::bigint AS generation_ms
+              FROM moving b GROUP BY b.user_id, b.usage_date, b.model) m
         GROUP BY m.user_id, m.usage_date
-    ), daily AS (
-        SELECT b.user_id, b.usage_date,
-               sum(b.messages_sent)::integer AS messages_sent,
-               sum(b.messages_received)::integer AS messages_received,
-               sum(b.input_tokens) AS input_tokens,
-               sum(b.output_tokens) AS output_tokens,
-               sum(b.sessions_created)::integer AS sessions_created,
-               sum(b.active_seconds) AS active_seconds,
-               format('user %s on %s', b.user_id, b.usage_date) AS owner
-        FROM moving b GROUP BY b.user_id, b.usage_date
     ), counted AS (
-        INSERT INTO public.user_usage_daily AS u (
-            user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
-            total_tokens, models_used, sessions_created, active_seconds, active_minutes)
-        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
-               CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
-                    ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
-               CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
-                    ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
-               CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
-                    THEN (d.input_tokens + d.output_tokens)::integer
-                    ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
-               coalesce(m.models_used, '{}'::jsonb), d.sessions_created,
-               CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
-                    ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
-               d.active_seconds / 60
-        FROM daily d LEFT JOIN models m USING (user_id, usage_date)
-        ORDER BY d.user_id, d.usage_date
-        -- Sums in bigint, then checked: a day that would pass the integer range is refused
-        -- with a clear message (within_integer), never a raw 22003. within_integer is called
-        -- only out of range: a function call per counter costs on every booking.
-        ON CONFLICT (user_id, usage_date) DO UPDATE SET
-            messages_sent = u.messages_sent + EXCLUDED.messages_sent,
-            messages_received = u.messages_received + EXCLUDED.messages_received,
-            input_tokens = CASE WHEN u.input_tokens::bigint + EXCLUDED.input_tokens <= 2147483647
-                THEN u.input_tokens + EXCLUDED.input_tokens
-                ELSE pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
-                    'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-            output_tokens = CASE WHEN u.output_tokens::bigint + EXCLUDED.output_tokens <= 2147483647
-                THEN u.output_tokens + EXCLUDED.output_tokens
-                ELSE pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
-                    'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-            total_tokens = CASE WHEN u.total_tokens::bigint + EXCLUDED.total_tokens <= 2147483647
-                THEN u.total_tokens + EXCLUDED.total_tokens
-                ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
-                    'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-            -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
-            models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
-                    SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
-                    FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
-            sessions_created = u.sessions_created + EXCLUDED.sessions_created,
-            active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
-                THEN u.active_seconds + EXCLUDED.active_seconds
-                ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
-                    'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END,
-            active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
-            updated_at = now()
-        RETURNING 1
+/*daily_upsert*/
     ), totals AS (
         -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
         -- jsonb_add_counts: its query per call costs on every booking.
@@ -363,7 +419,10 @@ BEGIN
     SELECT count(*)::integer INTO v_booked FROM booked;
     RETURN v_booked;
 END
-$fn$;
+$fn$
+$tmpl$, '/*daily_upsert*/', pgchat_migrations.daily_upsert()));
+END
+$render$;
 
 -- Book events as counted already (source 'adopted'), moving no counter: what the legacy code
 -- counted before pgchat. Already-booked keys are skipped. Returns how many were adopted now.
@@ -373,15 +432,16 @@ DECLARE
     v_adopted integer;
 BEGIN
     INSERT INTO pgchat.usage_ledger AS l (
-        kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
-        input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-    SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+        user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+        input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+    SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
            coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
            coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), 'adopted'
+           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
+           coalesce(e.generation_ms, 0), 'adopted'
     FROM unnest(p_events) AS e
-    ORDER BY e.kind, e.event_key
-    ON CONFLICT (kind, event_key) DO NOTHING;
+    ORDER BY e.user_id, e.kind, e.event_key
+    ON CONFLICT (user_id, kind, event_key) DO NOTHING;
     GET DIAGNOSTICS v_adopted = ROW_COUNT;
     RETURN v_adopted;
 END
@@ -462,14 +522,17 @@ END
 $fn$;
 
 -- What the triggers need to know of a message: everything but its content, so that a bulk
--- write does not copy message bodies around. Built from the transition tables.
+-- write does not copy message bodies around. Built from the transition tables. elapsed_ms is
+-- the message's duration in milliseconds, from whichever column the table has (elapsed_ms;
+-- elapsed_time in seconds; 0 without either).
 CREATE TYPE pgchat.message_facts AS (
     id text, session_id text, role text, counted boolean, total_tokens integer,
-    input_tokens integer, output_tokens integer, model text, elapsed_time integer,
+    input_tokens integer, output_tokens integer, model text, elapsed_ms bigint,
     message_timestamp timestamptz
 );
 
--- The usage events of a set of messages: successful user/assistant messages only.
+-- The usage events of a set of messages: successful user/assistant messages only. An
+-- assistant reply's duration counts as active time (whole seconds) and as generation_ms.
 CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[])
 RETURNS pgchat.usage_event[] LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 BEGIN
@@ -481,13 +544,32 @@ BEGIN
         CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
         CASE WHEN m.role = 'assistant' THEN m.model END,
         0,
-        CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.elapsed_time, 0), 0) ELSE 0 END
+        CASE WHEN m.role = 'assistant' THEN (greatest(coalesce(m.elapsed_ms, 0), 0) / 1000)::integer ELSE 0 END,
+        CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.elapsed_ms, 0), 0) ELSE 0 END
     )::pgchat.usage_event), '{}')
     FROM unnest(p_rows) AS m
     JOIN public.chat_sessions s ON s.id = m.session_id
     WHERE m.counted AND m.role IN ('user', 'assistant'));
 END
 $fn$;
+
+-- The facts of stored messages: a keyset batch of up to p_limit messages with ids after
+-- p_after, from the first with NULL (the adoption's backfill, 0003a, reads the table through it, whichever duration
+-- column it has).
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE FUNCTION pgchat.message_facts_after(p_after text, p_limit integer)
+RETURNS pgchat.message_facts[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    SELECT coalesce(array_agg(ROW(c.id, c.session_id, c.role, coalesce(c.error_message, '') = '',
+                                  c.total_tokens, c.input_tokens, c.output_tokens, c.model,
+                                  /*elapsed_ms:c*/, c.message_timestamp)::pgchat.message_facts ORDER BY c.id), '{}')
+    FROM (SELECT * FROM public.chat_messages m WHERE p_after IS NULL OR m.id > p_after
+          ORDER BY m.id LIMIT p_limit) c
+$fn$
+$tmpl$);
+END
+$render$;
 
 -- Statistic deltas of a set of messages per session, signed: +1 for rows added, -1 removed.
 CREATE FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_sign integer)
@@ -502,13 +584,17 @@ END
 $fn$;
 
 -- Rewritten: statement-level, once per INSERT/UPDATE/DELETE statement whatever its row count.
--- SECURITY DEFINER because it writes the ledger and the counters, which app users cannot.
+-- SECURITY DEFINER because it writes the ledger and the counters, which app users cannot;
+-- pgchat.writer = on marks its writes as pgchat's for the guards (0005).
 -- plan_cache_mode = force_generic_plan: the statements here and in the helpers take arrays,
 -- which a generic plan costs at 10 elements, so the plan cache would otherwise judge the
 -- generic plan dearer than a custom one and plan them again on every call (about a third of
 -- the time of a live write). Each is planned once per connection instead (and again after
 -- an ANALYZE); the plans look the app's rows up by key (the sessions and users of the rows
 -- written), so one plan serves one row and a bulk of 16,000 alike.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render(replace($tmpl$
 CREATE OR REPLACE FUNCTION public.update_session_stats()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
@@ -517,6 +603,7 @@ DECLARE
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     -- Inserts (the live path, and every bulk insert) run in two statements straight from
     -- new_rows, without arrays. The first locks the users' profiles, in id order. The second
     -- does what refresh_sessions and book_usage do for the other events (the same rules, the
@@ -571,84 +658,50 @@ BEGIN
             -- from here also makes the statistics move (and a session that would overflow
             -- refuse) before the counters.
             RETURNING s.id, s.user_id
+        ), owners AS (
+            -- Each session's owner as one lookup object: a join of new_rows to `stats` is
+            -- planned (generically) for one row on each side, and a nested loop over a
+            -- 10,000-session upload made it quadratic.
+            SELECT jsonb_object_agg(o.id, o.user_id) AS of_session FROM stats o
         ), booked AS (  -- message_events, then book_usage
             INSERT INTO pgchat.usage_ledger AS l (
-                kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
-                input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-            SELECT 'message', n.id, o.user_id, (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
+                user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+                input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+            SELECT (w.of_session ->> n.session_id)::uuid, 'message', n.id,
+                   (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
                    CASE WHEN n.role = 'user' THEN 1 ELSE 0 END,
                    CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END,
                    CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END,
                    CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END,
                    CASE WHEN n.role = 'assistant' THEN n.model END,
                    0,
-                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.elapsed_time, 0), 0) ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN (/*elapsed_ms:n*/ / 1000)::integer ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN /*elapsed_ms:n*/ ELSE 0 END,
                    'trigger'
-            FROM new_rows n JOIN stats o ON o.id = n.session_id
+            FROM new_rows n CROSS JOIN owners w
             WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
-            ORDER BY n.id
-            ON CONFLICT (kind, event_key) DO NOTHING
+              AND w.of_session ? n.session_id
+            ORDER BY 1, 3
+            ON CONFLICT (user_id, kind, event_key) DO NOTHING
             RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
-                      l.input_tokens, l.output_tokens, l.active_seconds
+                      l.input_tokens, l.output_tokens, l.active_seconds, l.generation_ms
         ), daily AS (  -- per user and day; models_used counts each model's replies
-            SELECT m.user_id, m.usage_date,
-                   sum(m.messages_sent)::integer AS messages_sent,
-                   sum(m.messages_received)::integer AS messages_received,
+            SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
+                   sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
                    sum(m.input_tokens)::bigint AS input_tokens, sum(m.output_tokens)::bigint AS output_tokens,
-                   sum(m.active_seconds)::bigint AS active_seconds,
+                   0::bigint AS sessions_created,
+                   sum(m.active_seconds)::bigint AS active_seconds, sum(m.generation_ms)::bigint AS generation_ms,
                    coalesce(jsonb_object_agg(m.model, m.uses) FILTER (WHERE m.model IS NOT NULL), '{}'::jsonb)
                        AS models_used,
                    format('user %s on %s', m.user_id, m.usage_date) AS owner
             FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses,
-                         sum(b.messages_sent) AS messages_sent, sum(b.messages_received) AS messages_received,
-                         sum(b.input_tokens) AS input_tokens, sum(b.output_tokens) AS output_tokens,
-                         sum(b.active_seconds) AS active_seconds
+                         sum(b.messages_sent)::bigint AS messages_sent, sum(b.messages_received)::bigint AS messages_received,
+                         sum(b.input_tokens)::bigint AS input_tokens, sum(b.output_tokens)::bigint AS output_tokens,
+                         sum(b.active_seconds)::bigint AS active_seconds, sum(b.generation_ms)::bigint AS generation_ms
                   FROM booked b GROUP BY b.user_id, b.usage_date, b.model) m
             GROUP BY m.user_id, m.usage_date
         ), counted AS (
-            INSERT INTO public.user_usage_daily AS u (
-                user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
-                total_tokens, models_used, sessions_created, active_seconds, active_minutes)
-            SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
-                   CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
-                        ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
-                   CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
-                        ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
-                   CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
-                        THEN (d.input_tokens + d.output_tokens)::integer
-                        ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
-                   d.models_used, 0,
-                   CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
-                        ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
-                   d.active_seconds / 60
-            FROM daily d
-            ORDER BY d.user_id, d.usage_date
-            ON CONFLICT (user_id, usage_date) DO UPDATE SET
-                messages_sent = u.messages_sent + EXCLUDED.messages_sent,
-                messages_received = u.messages_received + EXCLUDED.messages_received,
-                input_tokens = CASE WHEN u.input_tokens::bigint + EXCLUDED.input_tokens <= 2147483647
-                    THEN u.input_tokens + EXCLUDED.input_tokens
-                    ELSE pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
-                        'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-                output_tokens = CASE WHEN u.output_tokens::bigint + EXCLUDED.output_tokens <= 2147483647
-                    THEN u.output_tokens + EXCLUDED.output_tokens
-                    ELSE pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
-                        'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-                total_tokens = CASE WHEN u.total_tokens::bigint + EXCLUDED.total_tokens <= 2147483647
-                    THEN u.total_tokens + EXCLUDED.total_tokens
-                    ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
-                        'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-                models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((  -- jsonb_add_counts, inline
-                        SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
-                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
-                active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
-                    THEN u.active_seconds + EXCLUDED.active_seconds
-                    ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
-                        'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END,
-                active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
-                updated_at = now()
-            RETURNING 1
+/*daily_upsert*/
         )
         UPDATE public.profiles p SET
             usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
@@ -666,17 +719,17 @@ BEGIN
     IF TG_OP = 'UPDATE' THEN
         v_new := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
                                   n.total_tokens, n.input_tokens, n.output_tokens, n.model,
-                                  n.elapsed_time, n.message_timestamp)::pgchat.message_facts
+                                  /*elapsed_ms:n*/, n.message_timestamp)::pgchat.message_facts
                        FROM new_rows n);
         IF cardinality(v_new) = 0 THEN
             RETURN NULL;
         END IF;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        v_old := ARRAY(SELECT ROW(o.id, o.session_id, o.role, coalesce(o.error_message, '') = '',
-                                  o.total_tokens, o.input_tokens, o.output_tokens, o.model,
-                                  o.elapsed_time, o.message_timestamp)::pgchat.message_facts
-                       FROM old_rows o);
+        v_old := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
+                                  n.total_tokens, n.input_tokens, n.output_tokens, n.model,
+                                  /*elapsed_ms:n*/, n.message_timestamp)::pgchat.message_facts
+                       FROM old_rows n);
     END IF;
     v_sessions := ARRAY(SELECT DISTINCT f.session_id FROM unnest(v_new || v_old) AS f);
     PERFORM pgchat.lock_in_order(
@@ -688,15 +741,25 @@ BEGIN
     -- code, before pgchat: between the switch (0003) and the backfill (0003a) reaching it, the
     -- old frontend may write it again. It is adopted (booked, counting nothing), so that the
     -- booking below skips it. Rows booked since the switch are in the ledger: a no-op for them.
-    IF TG_OP <> 'INSERT' THEN
+    -- A renamed message (a new id for a counted row) was moved in the ledger by
+    -- tg_chat_messages__follow_rename before this runs: it is booked already, under its new id.
+    -- A row renamed away (its old id is not among the new rows) is not adopted under its old id:
+    -- its ledger entry has moved to the new id.
+    IF TG_OP = 'DELETE' THEN
         PERFORM pgchat.adopt_usage(pgchat.message_events(v_old));
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY(
+            SELECT o FROM unnest(v_old) AS o WHERE o.id IN (SELECT n.id FROM unnest(v_new) AS n))));
     END IF;
     IF TG_OP <> 'DELETE' THEN
         PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
     END IF;
     RETURN NULL;
 END
-$fn$;
+$fn$
+$tmpl$, '/*daily_upsert*/', pgchat_migrations.daily_upsert()));
+END
+$render$;
 COMMENT ON FUNCTION public.update_session_stats() IS
     'Trigger (per statement): keeps chat_sessions statistics and books usage exactly once';
 
@@ -730,10 +793,11 @@ CREATE FUNCTION pgchat.tg_chat_sessions__book_created()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     PERFORM pgchat.lock_in_order(ARRAY(SELECT DISTINCT n.user_id FROM new_sessions n), '{}');
     PERFORM pgchat.book_usage(ARRAY(
         SELECT ROW('session', n.id, n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, n.id,
-                   0, 0, 0, 0, NULL, 1, 0)::pgchat.usage_event
+                   0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event
         FROM new_sessions n), 'trigger');
     RETURN NULL;
 END
@@ -754,6 +818,7 @@ CREATE FUNCTION public.track_user_usage(
     p_active_seconds integer DEFAULT 0
 ) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     IF p_user_id IS NULL OR coalesce(p_event_key, '') = '' OR p_usage_date IS NULL THEN
         RAISE EXCEPTION 'track_user_usage: p_user_id, p_event_key and p_usage_date are required'
             USING ERRCODE = 'null_value_not_allowed';
@@ -763,10 +828,16 @@ BEGIN
         RAISE EXCEPTION 'track_user_usage: counts must not be negative (event %)', p_event_key
             USING ERRCODE = 'check_violation';
     END IF;
-    -- The bounds of one message (parse_messages, chat_messages' CHECK constraints).
-    IF greatest(p_input_tokens, p_output_tokens, p_active_seconds) > 10000000 THEN
-        RAISE EXCEPTION 'track_user_usage: tokens and seconds of one event must be at most 10000000 (event %)',
+    -- The bounds of one message (parse_messages, chat_messages' CHECK constraints), for every
+    -- count; the day within the messages' time window (0005).
+    IF greatest(p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
+                p_active_seconds) > 10000000 THEN
+        RAISE EXCEPTION 'track_user_usage: messages, tokens and seconds of one event must be at most 10000000 (event %)',
             p_event_key USING ERRCODE = 'check_violation';
+    END IF;
+    IF p_usage_date < DATE '2000-01-01' OR p_usage_date > (now() AT TIME ZONE 'UTC')::date + 1 THEN
+        RAISE EXCEPTION 'track_user_usage: p_usage_date % is outside the accepted window (2000-01-01 to one day from now) (event %)',
+            p_usage_date, p_event_key USING ERRCODE = 'check_violation';
     END IF;
     PERFORM 1 FROM public.profiles WHERE id = p_user_id FOR NO KEY UPDATE;  -- lock order
     IF NOT FOUND THEN
@@ -776,7 +847,8 @@ BEGIN
     RETURN pgchat.book_usage(ARRAY[ROW(
         CASE WHEN p_session_created THEN 'session' ELSE 'message' END, p_event_key, p_user_id,
         p_usage_date, NULL, p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
-        p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds
+        p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds,
+        p_active_seconds::bigint * 1000
     )::pgchat.usage_event], 'track_user_usage') = 1;
 END
 $fn$;
@@ -784,6 +856,39 @@ COMMENT ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, 
     'Books one usage event exactly once. p_event_key is the message id (the session id when '
     'p_session_created), the same key the triggers use, so an event reported by both counts once. '
     'Returns true if it was counted now, false if that key was already counted.';
+
+-- A message whose id changes is the same message: its ledger entry follows it to the new id,
+-- so that the statement trigger finds the new id booked and counts nothing again (renaming a
+-- counted reply three times must not count it four times). Counted before pgchat and not
+-- adopted yet: adopted first, then moved. Where the new id is in the ledger already (counted
+-- once before, under that id), both entries stay: each was counted once. Row-level with a WHEN
+-- clause, so that it costs nothing on the updates that keep their id; it runs before the
+-- statement-level triggers of the same statement.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE FUNCTION pgchat.tg_chat_messages__follow_rename()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' AS $fn$
+DECLARE
+    v_user uuid;
+BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
+    SELECT s.user_id INTO v_user FROM public.chat_sessions s WHERE s.id = OLD.session_id;
+    PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY[ROW(
+        OLD.id, OLD.session_id, OLD.role, coalesce(OLD.error_message, '') = '', OLD.total_tokens,
+        OLD.input_tokens, OLD.output_tokens, OLD.model, /*elapsed_ms:OLD*/,
+        OLD.message_timestamp)::pgchat.message_facts]));
+    UPDATE pgchat.usage_ledger l SET event_key = NEW.id
+    WHERE l.user_id = v_user AND l.kind = 'message' AND l.event_key = OLD.id
+      AND NOT EXISTS (SELECT FROM pgchat.usage_ledger x
+                      WHERE x.user_id = v_user AND x.kind = 'message' AND x.event_key = NEW.id);
+    RETURN NULL;
+END
+$fn$
+$tmpl$);
+END
+$render$;
 
 -- Session statistics computed from scratch: what the triggers maintain incrementally. Used
 -- once by the adoption (0003a), and by pgchat.session_stats_drift() to prove they agree.
@@ -813,6 +918,9 @@ CREATE TRIGGER on_session_updated BEFORE UPDATE ON public.chat_sessions
           OR NEW.last_activity IS NOT DISTINCT FROM OLD.last_activity)
     EXECUTE FUNCTION public.update_session_timestamp();
 
+CREATE TRIGGER _400_follow_rename AFTER UPDATE ON public.chat_messages
+    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)
+    EXECUTE FUNCTION pgchat.tg_chat_messages__follow_rename();
 CREATE TRIGGER _500_session_stats_insert AFTER INSERT ON public.chat_messages
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION public.update_session_stats();
@@ -839,32 +947,47 @@ SELECT l.user_id, l.usage_date,
            WHERE l2.user_id = l.user_id AND l2.usage_date = l.usage_date AND l2.model IS NOT NULL
            GROUP BY l2.model) mm), '{}'::jsonb) AS models_used,
        sum(l.sessions_created)::integer AS sessions_created,
-       sum(l.active_seconds)::integer AS active_seconds
+       sum(l.active_seconds)::integer AS active_seconds,
+       sum(l.generation_ms)::bigint AS generation_ms
 FROM pgchat.usage_ledger l
 GROUP BY l.user_id, l.usage_date;
 
--- Every counter that differs from the ledger: per user and day, and the profile totals
--- (usage_date NULL). `recorded` is what the counter says, `expected` what the ledger says.
-CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL)
+-- Every counter that differs from the ledger: per user and day, the profile totals
+-- (usage_date NULL), and every stored successful message that the ledger does not hold under
+-- its owner (field 'booked': something wrote it without counting it). `recorded` is what the
+-- database says, `expected` what the ledger says. Only the counters the table has are
+-- compared (render()). usage_drift(NULL) reads everything once; usage_drift_of, for a batch
+-- of users, goes through the indexes (a rebuild batch reads only its users' rows), without
+-- JIT: the planner's estimate for an array of unknown size would compile a few hundred
+-- milliseconds of code for a few milliseconds of work, while the batch holds its users' locks.
+DO $render$
+DECLARE
+    v_template CONSTANT text := $tmpl$
 RETURNS TABLE (user_id uuid, usage_date date, field text, recorded text, expected text)
-LANGUAGE sql STABLE SET search_path = '' AS $fn$
+LANGUAGE sql STABLE SET search_path = '' /*settings*/ AS $fn$
     WITH pairs AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
                jsonb_build_object(
                    'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
                    'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
-                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
-                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
-                   'active_minutes', u.active_minutes) AS rec,
+                   'total_tokens', u.total_tokens
+                   , 'models_used', u.models_used --@models_used
+                   , 'sessions_created', u.sessions_created --@sessions_created
+                   , 'active_seconds', u.active_seconds, 'active_minutes', u.active_minutes --@active_minutes
+                   , 'generation_ms', u.generation_ms --@generation_ms
+               ) AS rec,
                jsonb_build_object(
                    'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
                    'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
-                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
-                   'sessions_created', coalesce(e.sessions_created, 0),
-                   'active_seconds', coalesce(e.active_seconds, 0),
-                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
-        FROM (SELECT * FROM public.user_usage_daily x WHERE p_user_id IS NULL OR x.user_id = p_user_id) u
-        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE p_user_id IS NULL OR y.user_id = p_user_id) e
+                   'total_tokens', coalesce(e.total_tokens, 0)
+                   , 'models_used', coalesce(e.models_used, '{}'::jsonb) --@models_used
+                   , 'sessions_created', coalesce(e.sessions_created, 0) --@sessions_created
+                   , 'active_seconds', coalesce(e.active_seconds, 0) --@active_minutes
+                   , 'active_minutes', coalesce(e.active_seconds, 0) / 60 --@active_minutes
+                   , 'generation_ms', coalesce(e.generation_ms, 0) --@generation_ms
+               ) AS exp
+        FROM (SELECT * FROM public.user_usage_daily x WHERE /*users:x.user_id*/) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE /*users:y.user_id*/) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
     ), profile_pairs AS (
         SELECT p.id AS user_id, NULL::date AS usage_date,
@@ -879,60 +1002,18 @@ LANGUAGE sql STABLE SET search_path = '' AS $fn$
         LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
                           sum(l.input_tokens + l.output_tokens) AS tokens,
                           sum(l.sessions_created) AS sessions
-                   FROM pgchat.usage_ledger l GROUP BY l.user_id) t ON t.user_id = p.id
-        WHERE p_user_id IS NULL OR p.id = p_user_id
-    )
-    SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
-    FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
-    CROSS JOIN LATERAL jsonb_object_keys(x.exp) AS k(key)
-    WHERE (x.rec -> k.key) IS DISTINCT FROM (x.exp -> k.key)
-      -- a day with no counter row and nothing expected is not drift
-      AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
-               AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
-    ORDER BY 1, 2 NULLS FIRST, 3
-$fn$;
-
--- usage_drift for a batch of users, through the indexes (a rebuild batch reads only its
--- users' rows; usage_drift(NULL) reads everything once). Without JIT: the planner's estimate
--- for an array of unknown size would compile a few hundred milliseconds of code for a few
--- milliseconds of work, while the batch holds its users' locks.
-CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[])
-RETURNS TABLE (user_id uuid, usage_date date, field text, recorded text, expected text)
-LANGUAGE sql STABLE SET search_path = '' SET jit = off AS $fn$
-    WITH pairs AS (
-        SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
-               jsonb_build_object(
-                   'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
-                   'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
-                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
-                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
-                   'active_minutes', u.active_minutes) AS rec,
-               jsonb_build_object(
-                   'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
-                   'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
-                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
-                   'sessions_created', coalesce(e.sessions_created, 0),
-                   'active_seconds', coalesce(e.active_seconds, 0),
-                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
-        FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
-        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
-            ON e.user_id = u.user_id AND e.usage_date = u.usage_date
-    ), profile_pairs AS (
-        SELECT p.id AS user_id, NULL::date AS usage_date,
-               jsonb_build_object(
-                   'total_messages', (p.usage_stats ->> 'total_messages')::bigint,
-                   'total_tokens', (p.usage_stats ->> 'total_tokens')::bigint,
-                   'sessions_created', (p.usage_stats ->> 'sessions_created')::bigint) AS rec,
-               jsonb_build_object(
-                   'total_messages', coalesce(t.messages, 0), 'total_tokens', coalesce(t.tokens, 0),
-                   'sessions_created', coalesce(t.sessions, 0)) AS exp
-        FROM public.profiles p
-        LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
-                          sum(l.input_tokens + l.output_tokens) AS tokens,
-                          sum(l.sessions_created) AS sessions
-                   FROM pgchat.usage_ledger l WHERE l.user_id = ANY (p_users)
+                   FROM pgchat.usage_ledger l WHERE /*users:l.user_id*/
                    GROUP BY l.user_id) t ON t.user_id = p.id
-        WHERE p.id = ANY (p_users)
+        WHERE /*users:p.id*/
+    ), unbooked AS (
+        SELECT s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
+               format('booked (message %s)', m.id) AS field, 'false' AS recorded, 'true' AS expected
+        FROM public.chat_messages m
+        JOIN public.chat_sessions s ON s.id = m.session_id
+        WHERE /*users:s.user_id*/
+          AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
+          AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                          WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -941,8 +1022,20 @@ LANGUAGE sql STABLE SET search_path = '' SET jit = off AS $fn$
       -- a day with no counter row and nothing expected is not drift
       AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
                AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+    UNION ALL
+    SELECT * FROM unbooked
     ORDER BY 1, 2 NULLS FIRST, 3
-$fn$;
+$fn$
+$tmpl$;
+BEGIN
+    EXECUTE 'CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL)' || pgchat_migrations.render(
+        regexp_replace(replace(v_template, '/*settings*/', ''),
+                       '/\*users:([a-z.]+_?[a-z]*)\*/', '(p_user_id IS NULL OR \1 = p_user_id)', 'g'));
+    EXECUTE 'CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[])' || pgchat_migrations.render(
+        regexp_replace(replace(v_template, '/*settings*/', 'SET jit = off'),
+                       '/\*users:([a-z.]+_?[a-z]*)\*/', '\1 = ANY (p_users)', 'g'));
+END
+$render$;
 
 -- The lock of a rebuild: the users' profiles, by id. Every booking path locks the profile
 -- first (lock_in_order, track_user_usage), so a user's bookings wait until the rebuild of that
@@ -968,40 +1061,66 @@ $fn$;
 -- Rewrite the counters of a batch of users from the ledger. Days without ledger events are
 -- zeroed, never deleted. The caller holds the users' lock (lock_users_for_rebuild, as a
 -- statement of its own), so no booking of theirs is lost. Returns the number of daily rows
--- and profiles that changed. Without JIT, as usage_drift_of.
+-- and profiles that changed. Without JIT, as usage_drift_of. Only the counters the table has
+-- are written (render()); pgchat.writer = on marks the writes as pgchat's for the guards.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
 CREATE FUNCTION pgchat.rebuild_users(p_users uuid[])
-RETURNS integer LANGUAGE plpgsql SET search_path = '' SET jit = off AS $fn$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' SET jit = off AS $fn$
 DECLARE
     v_daily integer;
     v_profiles integer;
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     WITH target AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
                coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
                coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
                coalesce(e.total_tokens, 0) AS total_tokens, coalesce(e.models_used, '{}'::jsonb) AS models_used,
-               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds
+               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds,
+               coalesce(e.generation_ms, 0) AS generation_ms
         FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
         FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
     ), written AS (
         INSERT INTO public.user_usage_daily AS u (user_id, usage_date, messages_sent, messages_received,
-            input_tokens, output_tokens, total_tokens, models_used, sessions_created, active_seconds, active_minutes)
+            input_tokens, output_tokens, total_tokens
+            , models_used --@models_used
+            , sessions_created --@sessions_created
+            , active_seconds, active_minutes --@active_minutes
+            , generation_ms --@generation_ms
+        )
         SELECT t.user_id, t.usage_date, t.messages_sent, t.messages_received, t.input_tokens, t.output_tokens,
-               t.total_tokens, t.models_used, t.sessions_created, t.active_seconds, t.active_seconds / 60
+               t.total_tokens
+               , t.models_used --@models_used
+               , t.sessions_created --@sessions_created
+               , t.active_seconds, t.active_seconds / 60 --@active_minutes
+               , t.generation_ms --@generation_ms
         FROM target t
         ON CONFLICT (user_id, usage_date) DO UPDATE SET
             messages_sent = EXCLUDED.messages_sent, messages_received = EXCLUDED.messages_received,
             input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
-            total_tokens = EXCLUDED.total_tokens, models_used = EXCLUDED.models_used,
-            sessions_created = EXCLUDED.sessions_created, active_seconds = EXCLUDED.active_seconds,
-            active_minutes = EXCLUDED.active_minutes, updated_at = now()
-        WHERE (u.messages_sent, u.messages_received, u.input_tokens, u.output_tokens, u.total_tokens,
-               u.models_used, u.sessions_created, u.active_seconds, u.active_minutes)
-              IS DISTINCT FROM
+            total_tokens = EXCLUDED.total_tokens
+            , models_used = EXCLUDED.models_used --@models_used
+            , sessions_created = EXCLUDED.sessions_created --@sessions_created
+            , active_seconds = EXCLUDED.active_seconds, active_minutes = EXCLUDED.active_minutes --@active_minutes
+            , generation_ms = EXCLUDED.generation_ms --@generation_ms
+            , updated_at = now() --@daily_updated_at
+        WHERE (u.messages_sent, u.messages_received, u.input_tokens, u.output_tokens, u.total_tokens
+               , u.models_used --@models_used
+               , u.sessions_created --@sessions_created
+               , u.active_seconds, u.active_minutes --@active_minutes
+               , u.generation_ms --@generation_ms
+              ) IS DISTINCT FROM
               (EXCLUDED.messages_sent, EXCLUDED.messages_received, EXCLUDED.input_tokens,
-               EXCLUDED.output_tokens, EXCLUDED.total_tokens, EXCLUDED.models_used,
-               EXCLUDED.sessions_created, EXCLUDED.active_seconds, EXCLUDED.active_minutes)
+               EXCLUDED.output_tokens, EXCLUDED.total_tokens
+               , EXCLUDED.models_used --@models_used
+               , EXCLUDED.sessions_created --@sessions_created
+               , EXCLUDED.active_seconds, EXCLUDED.active_minutes --@active_minutes
+               , EXCLUDED.generation_ms --@generation_ms
+              )
         RETURNING 1
     )
     SELECT count(*) INTO v_daily FROM written;
@@ -1020,7 +1139,10 @@ BEGIN
     GET DIAGNOSTICS v_profiles = ROW_COUNT;
     RETURN v_daily + v_profiles;
 END
-$fn$;
+$fn$
+$tmpl$);
+END
+$render$;
 
 -- Rewrite the counters from the ledger (all users, or one) in the caller's transaction, under
 -- the profiles' locks: the one-transaction form (every booking of the users waits until it
@@ -1058,3 +1180,5 @@ REVOKE ALL ON FUNCTION public.track_user_usage(uuid, text, date, integer, intege
     FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer)
     TO service_role;
+
+DROP FUNCTION pgchat_migrations.daily_upsert();

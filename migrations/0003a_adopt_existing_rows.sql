@@ -23,19 +23,26 @@ DECLARE
     v_commit CONSTANT boolean := coalesce(current_setting('pgchat.one_transaction', true), '') <> 'on';
     v_last text := '';        -- keyset position: the last id done (none yet while NOT v_done)
     v_done boolean := false;
-    v_next text;
     v_ids text[];
     v_facts pgchat.message_facts[];
     v_sessions bigint := 0;
     v_messages bigint := 0;
 BEGIN
+    -- The statistics written below are pgchat's own writes (the guards of 0005 let them through).
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', false);
+    -- A ledger kept by `pgchat rollback --all` may hold users deleted while pgchat was away
+    -- (their forget_usage trigger was gone): forget them now, as the trigger would have.
+    DELETE FROM pgchat.usage_ledger l
+    WHERE NOT EXISTS (SELECT FROM public.profiles p WHERE p.id = l.user_id);
+    IF v_commit THEN COMMIT; END IF;
+
     LOOP  -- sessions: sessions_created, on the UTC date of created_at
         SELECT array_agg(s.id ORDER BY s.id) INTO v_ids
         FROM (SELECT c.id FROM public.chat_sessions c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_batch) s;
         EXIT WHEN v_ids IS NULL;
         v_sessions := v_sessions + pgchat.adopt_usage(ARRAY(
             SELECT ROW('session', s.id, s.user_id, (s.created_at AT TIME ZONE 'UTC')::date, s.id,
-                       0, 0, 0, 0, NULL, 1, 0)::pgchat.usage_event
+                       0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event
             FROM public.chat_sessions s WHERE s.id = ANY (v_ids)));
         v_last := v_ids[cardinality(v_ids)];
         v_done := true;
@@ -45,17 +52,10 @@ BEGIN
     v_last := '';
     v_done := false;
     LOOP  -- messages: what the triggers would have booked (pgchat.message_events)
-        SELECT array_agg(ROW(m.id, m.session_id, m.role, coalesce(m.error_message, '') = '',
-                             m.total_tokens, m.input_tokens, m.output_tokens, m.model,
-                             m.elapsed_time, m.message_timestamp)::pgchat.message_facts),
-               max(m.id)
-        INTO v_facts, v_next
-        FROM (SELECT c.id, c.session_id, c.role, c.error_message, c.total_tokens, c.input_tokens,
-                     c.output_tokens, c.model, c.elapsed_time, c.message_timestamp
-              FROM public.chat_messages c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_batch) m;
-        EXIT WHEN v_next IS NULL;
+        v_facts := pgchat.message_facts_after(CASE WHEN v_done THEN v_last END, c_batch);
+        EXIT WHEN cardinality(v_facts) = 0;
         v_messages := v_messages + pgchat.adopt_usage(pgchat.message_events(v_facts));
-        v_last := v_next;
+        v_last := v_facts[cardinality(v_facts)].id;
         v_done := true;
         IF v_commit THEN COMMIT; END IF;
     END LOOP;
@@ -93,6 +93,7 @@ BEGIN
         v_done := true;
         IF v_commit THEN COMMIT; END IF;
     END LOOP;
+    PERFORM pg_catalog.set_config('pgchat.writer', '', false);
     IF v_sessions + v_messages > 0 THEN
         RAISE NOTICE 'pgchat: adopted % session(s) and % message(s) as already counted (no counter moved)',
             v_sessions, v_messages;

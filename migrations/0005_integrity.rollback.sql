@@ -1,5 +1,4 @@
--- Undo 0005: the constraints, the helper and the column privileges (back to table-level
--- INSERT and UPDATE on chat_sessions for the API roles, as 0002 granted them).
+-- Undo 0005: the constraints, the helper and the guards of pgchat's columns.
 
 DROP VIEW pgchat.unvalidated_constraints;
 DROP FUNCTION pgchat.validate_integrity();
@@ -13,6 +12,12 @@ ALTER TABLE public.chat_sessions
     DROP CONSTRAINT chat_sessions_counts_range,
     DROP CONSTRAINT chat_sessions_timestamp_window;
 
--- Revoking the table-level privilege revokes the column privileges as well.
-REVOKE INSERT, UPDATE ON public.chat_sessions FROM authenticated, service_role;
-GRANT INSERT, UPDATE ON public.chat_sessions TO authenticated, service_role;
+DROP TRIGGER _000_guard_statistics_insert ON public.chat_sessions;
+DROP TRIGGER _000_guard_statistics_update ON public.chat_sessions;
+DROP TRIGGER _000_guard_usage_stats_insert ON public.profiles;
+DROP TRIGGER _000_guard_usage_stats_update ON public.profiles;
+DROP TRIGGER _000_guard_counters_insert ON public.user_usage_daily;
+DROP TRIGGER _000_guard_counters_update ON public.user_usage_daily;
+DROP FUNCTION pgchat.tg_chat_sessions__guard_statistics();
+DROP FUNCTION pgchat.tg_profiles__guard_usage_stats();
+DROP FUNCTION pgchat.tg_user_usage_daily__guard_counters();

@@ -3,10 +3,27 @@
 --
 -- * CHECK constraints on the message and session columns, named so that an error says what
 --   was wrong (pgchat/errors.py maps each name to the reason the sync report gives):
---   token counts and elapsed_time from 0 to 10,000,000 (the bound parse_messages applies),
+--   token counts and the duration (elapsed_time in seconds, or the app's later elapsed_ms)
+--   from 0 to 10,000,000 (the bound parse_messages applies; milliseconds: not negative),
 --   ids of at most 255 characters, timestamps inside a plausible window.
--- * The statistics columns of chat_sessions are pgchat's: the API roles may no longer write
---   them (column privileges), so the statistics cannot drift by a direct UPDATE.
+-- * Guards: pgchat's columns (the statistics of chat_sessions, the counters of
+--   user_usage_daily, the three totals of profiles.usage_stats) keep the values pgchat
+--   computed, whoever else writes them. A write by the app, a user or the service role into
+--   them is neutralised, never refused: the rest of the row is written (the app's sync route
+--   upserts sessions with their statistics; a user saving preferences or the Stripe webhook
+--   updates profiles; a pricing trigger adds to estimated_cost), pgchat's values stay. No
+--   column list of the app is baked into grants: columns the app adds later are the app's.
+--
+--   How pgchat's own writes are told apart: they are made by pgchat's functions, which run
+--   SECURITY DEFINER as the role that owns pgchat (the migration role) and set pgchat.writer
+--   to 'on' for the transaction (set_config(..., true); a function's own SET clause would
+--   need a superuser for a custom setting). A guard lets a change through only when both
+--   hold: current_user is that role AND pgchat.writer is 'on'. An API role can set the
+--   setting but never becomes the owner (no API role is a member of it), so a user, the
+--   service role and PostgREST never pass. The app's own SECURITY DEFINER functions run as
+--   the owner, and pass only later in a transaction in which pgchat has already written (the
+--   app's triggers that counted usage were taken over by 0003; what is left writes its own
+--   columns). Forging it otherwise takes a database session of the owner's: the DBA's.
 --
 -- Online: every constraint is added NOT VALID, which takes the table's ACCESS EXCLUSIVE lock
 -- only for a catalog change (no scan); from now on every new or updated row is checked.
@@ -32,16 +49,26 @@
 -- Few constraints, each short: every statement that writes a table parses and prepares its
 -- CHECK expressions again (the live path writes both tables on every message), so the rules
 -- are grouped by what they bound. Each group has a name, and its comment says what it wants.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
 ALTER TABLE public.chat_messages
     ADD CONSTRAINT chat_messages_id_length
         CHECK (greatest(length(id), length(user_message_id)) <= 255) NOT VALID,
     ADD CONSTRAINT chat_messages_counts_range
-        CHECK (least(input_tokens, output_tokens, total_tokens, elapsed_time) >= 0
-               AND greatest(input_tokens, output_tokens, total_tokens, elapsed_time) <= 10000000)
+        CHECK (least(input_tokens, output_tokens, total_tokens) >= 0 --@no_elapsed
+               AND greatest(input_tokens, output_tokens, total_tokens) <= 10000000) --@no_elapsed
+        CHECK (least(input_tokens, output_tokens, total_tokens, elapsed_time) >= 0 --@elapsed_time
+               AND greatest(input_tokens, output_tokens, total_tokens, elapsed_time) <= 10000000) --@elapsed_time
+        CHECK (least(input_tokens, output_tokens, total_tokens, elapsed_ms) >= 0 --@elapsed_ms
+               AND greatest(input_tokens, output_tokens, total_tokens) <= 10000000) --@elapsed_ms
         NOT VALID,
     ADD CONSTRAINT chat_messages_timestamp_window
         CHECK (message_timestamp >= '2000-01-01 00:00:00+00' AND message_timestamp <= now() + interval '1 day')
-        NOT VALID;
+        NOT VALID
+$tmpl$);
+END
+$render$;
 
 ALTER TABLE public.chat_sessions
     ADD CONSTRAINT chat_sessions_id_length CHECK (length(id) <= 255) NOT VALID,
@@ -54,7 +81,7 @@ ALTER TABLE public.chat_sessions
 COMMENT ON CONSTRAINT chat_messages_id_length ON public.chat_messages IS
     'message id and user_message_id must have at most 255 characters';
 COMMENT ON CONSTRAINT chat_messages_counts_range ON public.chat_messages IS
-    'input_tokens, output_tokens, total_tokens and elapsed_time must be from 0 to 10000000';
+    'input_tokens, output_tokens, total_tokens and elapsed time must be from 0 to 10000000 (milliseconds: not negative)';
 COMMENT ON CONSTRAINT chat_messages_timestamp_window ON public.chat_messages IS
     'timestamp is outside the accepted window (2000-01-01 to one day from now)';
 COMMENT ON CONSTRAINT chat_sessions_id_length ON public.chat_sessions IS
@@ -64,24 +91,139 @@ COMMENT ON CONSTRAINT chat_sessions_counts_range ON public.chat_sessions IS
 COMMENT ON CONSTRAINT chat_sessions_timestamp_window ON public.chat_sessions IS
     'createdAt, updatedAt and last activity must be inside the accepted window (2000-01-01 to one day from now)';
 
--- The statistics of a session are pgchat's to write (its SECURITY DEFINER trigger, as the
--- owner); the API roles keep every other column, granted one by one. Whatever other columns
--- the app's chat_sessions has are granted too, as they were; a column the app adds later must
--- be granted by the app's own migration (table-level INSERT/UPDATE is gone).
-REVOKE INSERT, UPDATE ON public.chat_sessions FROM authenticated, service_role;
-DO $grants$
-DECLARE
-    v_columns text;
+-- The guards. Each is a BEFORE row trigger whose WHEN clause lets pgchat's own writes and
+-- writes that leave pgchat's columns as they are through without calling anything; the
+-- function runs only for a foreign write into pgchat's columns, and puts pgchat's values back
+-- (on INSERT: nothing counted yet). Named _000_guard_*, they run before _000_skip_noop_update
+-- (trigger order is name order), so that a write changing only pgchat's columns becomes a
+-- no-op and is dropped. The owner's name is fixed when the trigger is created (format %L).
+CREATE FUNCTION pgchat.tg_chat_sessions__guard_statistics()
+RETURNS trigger LANGUAGE plpgsql SET search_path = '' AS $fn$
 BEGIN
-    SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = 'public.chat_sessions'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname NOT IN ('message_count', 'total_tokens', 'last_model', 'last_message_preview',
-                            'last_message_timestamp');
-    EXECUTE format('GRANT INSERT (%1$s), UPDATE (%1$s) ON public.chat_sessions TO authenticated, service_role',
-                   v_columns);
+    IF TG_OP = 'INSERT' THEN
+        NEW.message_count := 0;
+        NEW.total_tokens := 0;
+        NEW.last_model := NULL;
+        NEW.last_message_preview := NULL;
+        NEW.last_message_timestamp := NULL;
+    ELSE
+        NEW.message_count := OLD.message_count;
+        NEW.total_tokens := OLD.total_tokens;
+        NEW.last_model := OLD.last_model;
+        NEW.last_message_preview := OLD.last_message_preview;
+        NEW.last_message_timestamp := OLD.last_message_timestamp;
+    END IF;
+    RETURN NEW;
 END
-$grants$;
+$fn$;
+
+-- A new profile has counted nothing yet; an existing one keeps pgchat's three totals (the
+-- other keys of usage_stats are the app's).
+CREATE FUNCTION pgchat.tg_profiles__guard_usage_stats()
+RETURNS trigger LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.usage_stats := coalesce(NEW.usage_stats, '{}'::jsonb)
+            || '{"total_messages": 0, "total_tokens": 0, "sessions_created": 0}'::jsonb;
+    ELSE
+        NEW.usage_stats := (coalesce(NEW.usage_stats, '{}'::jsonb)
+                            - ARRAY['total_messages', 'total_tokens', 'sessions_created'])
+            || coalesce(jsonb_strip_nulls(jsonb_build_object(
+                   'total_messages', OLD.usage_stats -> 'total_messages',
+                   'total_tokens', OLD.usage_stats -> 'total_tokens',
+                   'sessions_created', OLD.usage_stats -> 'sessions_created')), '{}'::jsonb);
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+-- Only the counters user_usage_daily has (render()).
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE FUNCTION pgchat.tg_user_usage_daily__guard_counters()
+RETURNS trigger LANGUAGE plpgsql SET search_path = '' AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.messages_sent := 0;
+        NEW.messages_received := 0;
+        NEW.input_tokens := 0;
+        NEW.output_tokens := 0;
+        NEW.total_tokens := 0;
+        NEW.models_used := '{}'::jsonb; --@models_used
+        NEW.sessions_created := 0; --@sessions_created
+        NEW.active_seconds := 0; --@active_minutes
+        NEW.active_minutes := 0; --@active_minutes
+        NEW.generation_ms := 0; --@generation_ms
+    ELSE
+        NEW.messages_sent := OLD.messages_sent;
+        NEW.messages_received := OLD.messages_received;
+        NEW.input_tokens := OLD.input_tokens;
+        NEW.output_tokens := OLD.output_tokens;
+        NEW.total_tokens := OLD.total_tokens;
+        NEW.models_used := OLD.models_used; --@models_used
+        NEW.sessions_created := OLD.sessions_created; --@sessions_created
+        NEW.active_seconds := OLD.active_seconds; --@active_minutes
+        NEW.active_minutes := OLD.active_minutes; --@active_minutes
+        NEW.generation_ms := OLD.generation_ms; --@generation_ms
+    END IF;
+    RETURN NEW;
+END
+$fn$
+$tmpl$);
+END
+$render$;
+
+DO $triggers$
+DECLARE
+    c_foreign CONSTANT text := format(
+        '(current_user <> %L::name OR current_setting(''pgchat.writer'', true) IS DISTINCT FROM ''on'')',
+        current_user);
+BEGIN
+    EXECUTE format($sql$
+        CREATE TRIGGER _000_guard_statistics_insert BEFORE INSERT ON public.chat_sessions FOR EACH ROW
+        WHEN (NEW.message_count IS DISTINCT FROM 0 OR NEW.total_tokens IS DISTINCT FROM 0
+              OR NEW.last_model IS NOT NULL OR NEW.last_message_preview IS NOT NULL
+              OR NEW.last_message_timestamp IS NOT NULL)
+        EXECUTE FUNCTION pgchat.tg_chat_sessions__guard_statistics()$sql$);
+    EXECUTE format($sql$
+        CREATE TRIGGER _000_guard_statistics_update BEFORE UPDATE ON public.chat_sessions FOR EACH ROW
+        WHEN ((NEW.message_count, NEW.total_tokens, NEW.last_model, NEW.last_message_preview,
+               NEW.last_message_timestamp) IS DISTINCT FROM
+              (OLD.message_count, OLD.total_tokens, OLD.last_model, OLD.last_message_preview,
+               OLD.last_message_timestamp) AND %s)
+        EXECUTE FUNCTION pgchat.tg_chat_sessions__guard_statistics()$sql$, c_foreign);
+    EXECUTE format($sql$
+        CREATE TRIGGER _000_guard_usage_stats_insert BEFORE INSERT ON public.profiles FOR EACH ROW
+        EXECUTE FUNCTION pgchat.tg_profiles__guard_usage_stats()$sql$);
+    EXECUTE format($sql$
+        CREATE TRIGGER _000_guard_usage_stats_update BEFORE UPDATE ON public.profiles FOR EACH ROW
+        WHEN ((NEW.usage_stats -> 'total_messages', NEW.usage_stats -> 'total_tokens',
+               NEW.usage_stats -> 'sessions_created') IS DISTINCT FROM
+              (OLD.usage_stats -> 'total_messages', OLD.usage_stats -> 'total_tokens',
+               OLD.usage_stats -> 'sessions_created') AND %s)
+        EXECUTE FUNCTION pgchat.tg_profiles__guard_usage_stats()$sql$, c_foreign);
+    EXECUTE format($sql$
+        CREATE TRIGGER _000_guard_counters_insert BEFORE INSERT ON public.user_usage_daily FOR EACH ROW
+        WHEN (%s)
+        EXECUTE FUNCTION pgchat.tg_user_usage_daily__guard_counters()$sql$, c_foreign);
+    EXECUTE pgchat_migrations.render(format($sql$
+        CREATE TRIGGER _000_guard_counters_update BEFORE UPDATE ON public.user_usage_daily FOR EACH ROW
+        WHEN ((NEW.messages_sent, NEW.messages_received, NEW.input_tokens, NEW.output_tokens, NEW.total_tokens
+               , NEW.models_used --@models_used
+               , NEW.sessions_created --@sessions_created
+               , NEW.active_seconds, NEW.active_minutes --@active_minutes
+               , NEW.generation_ms --@generation_ms
+              ) IS DISTINCT FROM
+              (OLD.messages_sent, OLD.messages_received, OLD.input_tokens, OLD.output_tokens, OLD.total_tokens
+               , OLD.models_used --@models_used
+               , OLD.sessions_created --@sessions_created
+               , OLD.active_seconds, OLD.active_minutes --@active_minutes
+               , OLD.generation_ms --@generation_ms
+              ) AND %s)
+        EXECUTE FUNCTION pgchat.tg_user_usage_daily__guard_counters()$sql$, c_foreign));
+END
+$triggers$;
 
 -- Validate pgchat's NOT VALID constraints (0006 runs it; run it again after fixing rows).
 -- A constraint whose existing rows all pass is validated (one scan, SHARE UPDATE EXCLUSIVE).
@@ -133,5 +275,7 @@ FROM pg_catalog.pg_constraint c
 WHERE c.conrelid IN ('public.chat_messages'::regclass, 'public.chat_sessions'::regclass)
   AND c.contype = 'c' AND NOT c.convalidated;
 
-REVOKE ALL ON FUNCTION pgchat.validate_integrity() FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON FUNCTION pgchat.validate_integrity(), pgchat.tg_chat_sessions__guard_statistics(),
+    pgchat.tg_profiles__guard_usage_stats(), pgchat.tg_user_usage_daily__guard_counters()
+    FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON pgchat.unvalidated_constraints FROM PUBLIC, anon, authenticated, service_role;

@@ -20,17 +20,17 @@ from pgchat.paths import migrations_dir
 OWNED = ("chat_sessions", "chat_messages", "user_usage_daily")
 APP_TABLES = ("profiles", "user_activity_log", "chat_sessions", "chat_messages",
               "user_usage_daily", "model_access")
-PGCHAT_POLICIES = {"chat_sessions": "sessions_owner_all", "chat_messages": "messages_owner_all",
-                   "user_usage_daily": "usage_owner_select"}
-# The privileges 0002 leaves the API roles on the owned tables (everything else is revoked).
-INTENDED = {
-    ("authenticated", "chat_sessions"): {"SELECT", "INSERT", "UPDATE", "DELETE"},
-    ("authenticated", "chat_messages"): {"SELECT", "INSERT", "UPDATE", "DELETE"},
-    ("authenticated", "user_usage_daily"): {"SELECT"},
-    ("authenticated", "profiles"): {"SELECT"},
-    **{("service_role", t): {"SELECT", "INSERT", "UPDATE", "DELETE"}
-       for t in ("chat_sessions", "chat_messages", "user_usage_daily", "profiles")},
-}
+PGCHAT_POLICIES = {"chat_sessions": ["sessions_owner_all"], "chat_messages": ["messages_owner_all"],
+                   "user_usage_daily": ["usage_owner_select", "usage_owner_insert",
+                                        "usage_owner_update"]}
+# What 0002 takes from PUBLIC and the API roles on an adopted owned table (the app's other grants
+# stay as they are).
+REVOKED = ("TRUNCATE", "REFERENCES", "TRIGGER")
+# The counters of user_usage_daily pgchat maintains where the table has them, and what feeds the
+# message's duration (0002's pgchat_migrations.feature(); the same rules, read here).
+REQUIRED_COUNTERS = ("messages_sent", "messages_received", "input_tokens", "output_tokens",
+                     "total_tokens")
+OPTIONAL_COUNTERS = ("models_used", "sessions_created", "active_minutes", "generation_ms")
 
 
 @dataclass
@@ -44,6 +44,60 @@ class MigrationPlan:
 
 def _migration_text(migration_id: str) -> str:
     return (migrations_dir() / f"{migration_id}.sql").read_text()
+
+
+def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+    return [name for (name,) in conn.execute(
+        "SELECT a.attname::text FROM pg_catalog.pg_attribute a"
+        " WHERE a.attrelid = pg_catalog.to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum", (f"public.{table}",)).fetchall()]
+
+
+def features(conn: psycopg.Connection) -> dict[str, bool]:
+    """The template features of this database (see pgchat_migrations.feature in 0002)."""
+    daily = set(_columns(conn, "user_usage_daily"))
+    messages = set(_columns(conn, "chat_messages"))
+    return {
+        "models_used": "models_used" in daily, "sessions_created": "sessions_created" in daily,
+        "active_minutes": "active_minutes" in daily, "generation_ms": "generation_ms" in daily,
+        "daily_updated_at": "updated_at" in daily,
+        "elapsed_ms": "elapsed_ms" in messages,
+        "elapsed_time": "elapsed_time" in messages and "elapsed_ms" not in messages,
+        "no_elapsed": not ({"elapsed_ms", "elapsed_time"} & messages),
+    }
+
+
+def render(text: str, feature: dict[str, bool]) -> str:
+    """A migration template as pgchat_migrations.render (0002) makes it for `feature`."""
+    lines = []
+    for line in text.split("\n"):
+        tag = re.search(r"--@(!?)([a-z_]+)\s*$", line)
+        if tag is None:
+            lines.append(line)
+        elif feature[tag.group(2)] == (tag.group(1) == ""):
+            lines.append(line[:tag.start()].rstrip())
+    return "\n".join(lines)
+
+
+def counters(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+    """(what pgchat maintains, what it leaves to the app) among user_usage_daily's columns."""
+    daily = _columns(conn, "user_usage_daily")
+    feature = features(conn)
+    source = ("elapsed_ms" if feature["elapsed_ms"] else
+              "elapsed_time" if feature["elapsed_time"] else None)
+    mine = [c for c in REQUIRED_COUNTERS if c in daily]
+    for name in OPTIONAL_COUNTERS:
+        if name not in daily:
+            continue
+        if name == "active_minutes":
+            mine.append(f"active_minutes (and active_seconds, from {source or 'no duration'})")
+        elif name == "generation_ms":
+            mine.append(f"generation_ms (from {source or 'no duration'})")
+        else:
+            mine.append(name)
+    skip = {*REQUIRED_COUNTERS, *OPTIONAL_COUNTERS, "active_seconds", "id", "user_id",
+            "usage_date", "created_at", "updated_at"}
+    return mine, [c for c in daily if c not in skip]
 
 
 def _between(text: str, start: str, end: str) -> str:
@@ -101,14 +155,16 @@ def _plan_0002(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                             " handle_user_profile_sync() and their triggers (profiles, auth.users)")
     for table in OWNED:
         if table in created:
-            plan.actions.append(f"creates policy {PGCHAT_POLICIES[table]} on public.{table}")
+            for policy in PGCHAT_POLICIES[table]:
+                plan.actions.append(f"creates policy {policy} on public.{table}")
             continue
         names = conn.execute(
             "SELECT policyname FROM pg_catalog.pg_policies WHERE schemaname = 'public'"
             " AND tablename = %s ORDER BY 1", (table,)).fetchall()
         for (name,) in names:
             plan.actions.append(f'drops policy "{name}" on public.{table} (saved for rollback)')
-        plan.actions.append(f"creates policy {PGCHAT_POLICIES[table]} on public.{table}")
+        for policy in PGCHAT_POLICIES[table]:
+            plan.actions.append(f"creates policy {policy} on public.{table}")
         rls = _scalar(conn, "SELECT relrowsecurity FROM pg_catalog.pg_class"
                             " WHERE oid = %s::regclass", (f"public.{table}",))
         if not rls:
@@ -126,26 +182,28 @@ def _plan_0002(conn: psycopg.Connection, plan: MigrationPlan) -> None:
         revoked.setdefault((table, role), []).append(privilege)
     for (table, role), privileges in revoked.items():
         plan.actions.append(f"revokes {', '.join(privileges)} on public.{table} from {role}")
-    if not created and _exists(conn, "public.profiles"):
-        plan.actions.append("grants authenticated UPDATE on profiles' settings columns only"
-                            " (never tier, credits or usage_stats)")
+    if _exists(conn, "public.user_usage_daily"):
+        mine, theirs = counters(conn)
+        plan.actions.append(f"counters pgchat maintains in user_usage_daily: {', '.join(mine)}")
+        plan.actions.append("left to the app in user_usage_daily: "
+                            + (", ".join(theirs) if theirs else "(no other column)"))
 
 
 def _extra_privileges(conn: psycopg.Connection,
                       created: list[str]) -> list[tuple[str, str, str]]:
-    tables = [t for t in (*OWNED, "profiles") if t not in created and _exists(conn, f"public.{t}")]
+    """(role, table, privilege) that 0002 revokes on the adopted owned tables (saved)."""
+    tables = [t for t in OWNED if t not in created and _exists(conn, f"public.{t}")]
     rows = conn.execute(
         "SELECT r, t, p FROM unnest(%s::text[]) t"
         " CROSS JOIN unnest(ARRAY['PUBLIC', 'anon', 'authenticated', 'service_role']) r"
-        " CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',"
-        " 'REFERENCES', 'TRIGGER']) p"
+        " CROSS JOIN unnest(%s::text[]) p"
         " WHERE (r = 'PUBLIC' AND EXISTS (SELECT FROM pg_catalog.pg_class c,"
         "        aclexplode(c.relacl) a WHERE c.oid = ('public.' || t)::regclass"
         "        AND a.grantee = 0 AND a.privilege_type = p))"
         "    OR (r <> 'PUBLIC' AND pg_catalog.to_regrole(r) IS NOT NULL"
         "        AND has_table_privilege(r, 'public.' || t, p))"
-        " ORDER BY t, r, p", (tables,)).fetchall()
-    return [(r, t, p) for r, t, p in rows if p not in INTENDED.get((r, t), set())]
+        " ORDER BY t, r, p", (tables, list(REVOKED))).fetchall()
+    return [(r, t, p) for r, t, p in rows]
 
 
 def _plan_0003(conn: psycopg.Connection, plan: MigrationPlan) -> None:
@@ -176,10 +234,11 @@ def _plan_0003(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                         " _900_forget_usage on profiles")
     if not _exists(conn, "public.chat_sessions"):
         return
-    minutes = _scalar(conn, "SELECT count(*) FROM public.user_usage_daily"
-                            " WHERE active_minutes <> 0")
-    plan.actions.append(f"converts active_minutes (legacy seconds) of {minutes} user_usage_daily"
-                        " row(s) into active_seconds and minutes")
+    if features(conn)["active_minutes"]:
+        minutes = _scalar(conn, "SELECT count(*) FROM public.user_usage_daily"
+                                " WHERE active_minutes <> 0")
+        plan.actions.append(f"converts active_minutes (legacy seconds) of {minutes}"
+                            " user_usage_daily row(s) into active_seconds and minutes")
     daily = _scalar(conn, "SELECT count(*) FROM public.user_usage_daily")
     plan.actions.append(f"leaves the {daily} user_usage_daily row(s) and the profile totals as"
                         " they are: `pgchat usage verify` then shows any inflation,"
@@ -202,7 +261,13 @@ def _plan_0002a(conn: psycopg.Connection, plan: MigrationPlan) -> None:
 
 
 def _plan_0002b(conn: psycopg.Connection, plan: MigrationPlan) -> None:
-    plan.actions.append("adds column public.user_usage_daily.active_seconds")
+    columns = _columns(conn, "user_usage_daily")
+    if "active_minutes" in columns and "active_seconds" not in columns:
+        plan.actions.append("adds column public.user_usage_daily.active_seconds (active_minutes"
+                            " cannot be kept exact without the seconds)")
+    else:
+        plan.actions.append("adds nothing (user_usage_daily has no active_minutes, or has"
+                            " active_seconds already)")
 
 
 def _plan_0003a(conn: psycopg.Connection, plan: MigrationPlan) -> None:
@@ -228,10 +293,10 @@ def _plan_0004(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                             f" pgchat_private.{name} (SECURITY DEFINER, not exposed)")
 
 
-def _integrity_checks() -> list[tuple[str, str, str]]:
-    """(table, constraint, expression) of every CHECK that 0005 adds NOT VALID."""
+def _integrity_checks(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    """(table, constraint, expression) of every CHECK that 0005 adds NOT VALID here."""
     checks = []
-    text = _migration_text("0005_integrity")
+    text = render(_migration_text("0005_integrity"), features(conn))
     for block in text.split("ALTER TABLE public.")[1:]:
         table = block.split(None, 1)[0]
         body = block.split(";", 1)[0]
@@ -242,16 +307,16 @@ def _integrity_checks() -> list[tuple[str, str, str]]:
 
 
 def _plan_0005(conn: psycopg.Connection, plan: MigrationPlan) -> None:
-    for table, name, _ in _integrity_checks():
+    for table, name, _ in _integrity_checks(conn):
         plan.actions.append(f"adds constraint {name} on public.{table} NOT VALID (new and updated"
                             " rows are checked from now on)")
-    plan.actions.append("column privileges on public.chat_sessions: only pgchat writes"
-                        " message_count, total_tokens, last_model, last_message_preview,"
-                        " last_message_timestamp")
+    plan.actions.append("guards pgchat's columns (session statistics, the counters of"
+                        " user_usage_daily, profiles.usage_stats totals): what others write into"
+                        " them is neutralised, the rest of their write goes through")
 
 
 def _plan_0006(conn: psycopg.Connection, plan: MigrationPlan) -> None:
-    checks = _integrity_checks()
+    checks = _integrity_checks(conn)
     for table in dict.fromkeys(t for t, _, _ in checks):
         if not _exists(conn, f"public.{table}"):
             continue
@@ -288,13 +353,24 @@ def plan(dsn: str, ids: list[str]) -> list[MigrationPlan]:
         conn.execute("SET TRANSACTION READ ONLY")
         # Names print schema-qualified, as in the migration's own notices.
         conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+        refused = None
         for mid in ids:
             item = MigrationPlan(mid)
             planner = _PLANNERS.get(mid)
-            if planner is None:
+            if refused is not None:
+                # What a refused migration would have created is not there to plan against.
+                item.actions.append(f"(not planned: {refused} refuses this database)")
+            elif planner is None:
                 item.actions.append("(no plan available for this migration)")
             else:
-                planner(conn, item)
+                conn.execute("SAVEPOINT pgchat_plan")
+                try:
+                    planner(conn, item)
+                except psycopg.Error as exc:
+                    conn.execute("ROLLBACK TO SAVEPOINT pgchat_plan")
+                    item.blocks.append(f"cannot plan it here: {one_line(exc)}")
+            if item.blocks and refused is None:
+                refused = mid
             plans.append(item)
         conn.rollback()
     return plans

@@ -53,7 +53,7 @@ CREATE TYPE pgchat.message_facts AS (
 	input_tokens integer,
 	output_tokens integer,
 	model text,
-	elapsed_time integer,
+	elapsed_ms bigint,
 	message_timestamp timestamp with time zone
 );
 
@@ -107,7 +107,8 @@ CREATE TYPE pgchat.usage_event AS (
 	output_tokens integer,
 	model text,
 	sessions_created integer,
-	active_seconds integer
+	active_seconds integer,
+	generation_ms bigint
 );
 
 --
@@ -164,15 +165,16 @@ DECLARE
     v_adopted integer;
 BEGIN
     INSERT INTO pgchat.usage_ledger AS l (
-        kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
-        input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-    SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+        user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+        input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+    SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
            coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
            coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), 'adopted'
+           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
+           coalesce(e.generation_ms, 0), 'adopted'
     FROM unnest(p_events) AS e
-    ORDER BY e.kind, e.event_key
-    ON CONFLICT (kind, event_key) DO NOTHING;
+    ORDER BY e.user_id, e.kind, e.event_key
+    ON CONFLICT (user_id, kind, event_key) DO NOTHING;
     GET DIAGNOSTICS v_adopted = ROW_COUNT;
     RETURN v_adopted;
 END
@@ -218,83 +220,97 @@ BEGIN
     END IF;
     WITH booked AS (
         INSERT INTO pgchat.usage_ledger AS l (
-            kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
-            input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-        SELECT e.kind, e.event_key, e.user_id, e.usage_date, e.session_id,
+            user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+            input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+        SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
                coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
                coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0), p_source
+               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
+               coalesce(e.generation_ms, 0), p_source
         FROM unnest(p_events) AS e
-        ORDER BY e.kind, e.event_key
-        ON CONFLICT (kind, event_key) DO NOTHING
+        ORDER BY e.user_id, e.kind, e.event_key
+        ON CONFLICT (user_id, kind, event_key) DO NOTHING
         RETURNING l.*
     ), moving AS (
         SELECT b.* FROM booked b WHERE b.source <> 'adopted'
-    ), models AS (
-        SELECT m.user_id, m.usage_date, jsonb_object_agg(m.model, m.uses) AS models_used
-        FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses
-              FROM moving b WHERE b.model IS NOT NULL
-              GROUP BY b.user_id, b.usage_date, b.model) m
+    ), daily AS (  -- per user and day; models_used counts each model's replies
+        SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
+               sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
+               sum(m.input_tokens)::bigint AS input_tokens, sum(m.output_tokens)::bigint AS output_tokens,
+               sum(m.sessions_created)::bigint AS sessions_created,
+               sum(m.active_seconds)::bigint AS active_seconds, sum(m.generation_ms)::bigint AS generation_ms,
+               coalesce(jsonb_object_agg(m.model, m.uses) FILTER (WHERE m.model IS NOT NULL), '{}'::jsonb)
+                   AS models_used,
+               format('user %s on %s', m.user_id, m.usage_date) AS owner
+        FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses,
+                     sum(b.messages_sent)::bigint AS messages_sent, sum(b.messages_received)::bigint AS messages_received,
+                     sum(b.input_tokens)::bigint AS input_tokens, sum(b.output_tokens)::bigint AS output_tokens,
+                     sum(b.sessions_created)::bigint AS sessions_created,
+                     sum(b.active_seconds)::bigint AS active_seconds, sum(b.generation_ms)::bigint AS generation_ms
+              FROM moving b GROUP BY b.user_id, b.usage_date, b.model) m
         GROUP BY m.user_id, m.usage_date
-    ), daily AS (
-        SELECT b.user_id, b.usage_date,
-               sum(b.messages_sent)::integer AS messages_sent,
-               sum(b.messages_received)::integer AS messages_received,
-               sum(b.input_tokens) AS input_tokens,
-               sum(b.output_tokens) AS output_tokens,
-               sum(b.sessions_created)::integer AS sessions_created,
-               sum(b.active_seconds) AS active_seconds,
-               format('user %s on %s', b.user_id, b.usage_date) AS owner
-        FROM moving b GROUP BY b.user_id, b.usage_date
     ), counted AS (
-        INSERT INTO public.user_usage_daily AS u (
-            user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
-            total_tokens, models_used, sessions_created, active_seconds, active_minutes)
-        SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
-               CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
-                    ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
-               CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
-                    ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
-               CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
-                    THEN (d.input_tokens + d.output_tokens)::integer
-                    ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
-               coalesce(m.models_used, '{}'::jsonb), d.sessions_created,
-               CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
-                    ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
-               d.active_seconds / 60
-        FROM daily d LEFT JOIN models m USING (user_id, usage_date)
-        ORDER BY d.user_id, d.usage_date
-        -- Sums in bigint, then checked: a day that would pass the integer range is refused
-        -- with a clear message (within_integer), never a raw 22003. within_integer is called
-        -- only out of range: a function call per counter costs on every booking.
-        ON CONFLICT (user_id, usage_date) DO UPDATE SET
-            messages_sent = u.messages_sent + EXCLUDED.messages_sent,
-            messages_received = u.messages_received + EXCLUDED.messages_received,
-            input_tokens = CASE WHEN u.input_tokens::bigint + EXCLUDED.input_tokens <= 2147483647
-                THEN u.input_tokens + EXCLUDED.input_tokens
-                ELSE pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
-                    'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-            output_tokens = CASE WHEN u.output_tokens::bigint + EXCLUDED.output_tokens <= 2147483647
-                THEN u.output_tokens + EXCLUDED.output_tokens
-                ELSE pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
-                    'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-            total_tokens = CASE WHEN u.total_tokens::bigint + EXCLUDED.total_tokens <= 2147483647
-                THEN u.total_tokens + EXCLUDED.total_tokens
-                ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
-                    'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-            -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
-            models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
-                    SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
-                    FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
-            sessions_created = u.sessions_created + EXCLUDED.sessions_created,
-            active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
-                THEN u.active_seconds + EXCLUDED.active_seconds
-                ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
-                    'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END,
-            active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
-            updated_at = now()
-        RETURNING 1
+
+            INSERT INTO public.user_usage_daily AS u (
+                user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens, total_tokens
+                , models_used
+                , sessions_created
+                , active_seconds, active_minutes
+            )
+            SELECT d.user_id, d.usage_date,
+                   CASE WHEN d.messages_sent <= 2147483647 THEN d.messages_sent::integer
+                        ELSE pgchat.within_integer(d.messages_sent, 'messages_sent', d.owner) END,
+                   CASE WHEN d.messages_received <= 2147483647 THEN d.messages_received::integer
+                        ELSE pgchat.within_integer(d.messages_received, 'messages_received', d.owner) END,
+                   CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
+                        ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
+                   CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
+                        ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
+                   CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
+                        THEN (d.input_tokens + d.output_tokens)::integer
+                        ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END
+                   , d.models_used
+                   , d.sessions_created::integer
+                   , CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
+                          ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END
+                   , d.active_seconds / 60
+            FROM daily d
+            ORDER BY d.user_id, d.usage_date
+            ON CONFLICT (user_id, usage_date) DO UPDATE SET
+                messages_sent = CASE WHEN coalesce(u.messages_sent, 0)::bigint + EXCLUDED.messages_sent <= 2147483647
+                    THEN coalesce(u.messages_sent, 0) + EXCLUDED.messages_sent
+                    ELSE pgchat.within_integer(coalesce(u.messages_sent, 0)::bigint + EXCLUDED.messages_sent,
+                        'messages_sent', format('user %s on %s', u.user_id, u.usage_date)) END,
+                messages_received = CASE WHEN coalesce(u.messages_received, 0)::bigint + EXCLUDED.messages_received <= 2147483647
+                    THEN coalesce(u.messages_received, 0) + EXCLUDED.messages_received
+                    ELSE pgchat.within_integer(coalesce(u.messages_received, 0)::bigint + EXCLUDED.messages_received,
+                        'messages_received', format('user %s on %s', u.user_id, u.usage_date)) END,
+                input_tokens = CASE WHEN coalesce(u.input_tokens, 0)::bigint + EXCLUDED.input_tokens <= 2147483647
+                    THEN coalesce(u.input_tokens, 0) + EXCLUDED.input_tokens
+                    ELSE pgchat.within_integer(coalesce(u.input_tokens, 0)::bigint + EXCLUDED.input_tokens,
+                        'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                output_tokens = CASE WHEN coalesce(u.output_tokens, 0)::bigint + EXCLUDED.output_tokens <= 2147483647
+                    THEN coalesce(u.output_tokens, 0) + EXCLUDED.output_tokens
+                    ELSE pgchat.within_integer(coalesce(u.output_tokens, 0)::bigint + EXCLUDED.output_tokens,
+                        'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
+                total_tokens = CASE WHEN coalesce(u.total_tokens, 0)::bigint + EXCLUDED.total_tokens <= 2147483647
+                    THEN coalesce(u.total_tokens, 0) + EXCLUDED.total_tokens
+                    ELSE pgchat.within_integer(coalesce(u.total_tokens, 0)::bigint + EXCLUDED.total_tokens,
+                        'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END
+                -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
+                , models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
+                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
+                        SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
+                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END
+                , sessions_created = coalesce(u.sessions_created, 0) + EXCLUDED.sessions_created
+                , active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
+                    THEN u.active_seconds + EXCLUDED.active_seconds
+                    ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
+                        'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END
+                , active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60
+                , updated_at = now()
+            RETURNING 1
+
     ), totals AS (
         -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
         -- jsonb_add_counts: its query per call costs on every booking.
@@ -446,12 +462,28 @@ BEGIN
         CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
         CASE WHEN m.role = 'assistant' THEN m.model END,
         0,
-        CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.elapsed_time, 0), 0) ELSE 0 END
+        CASE WHEN m.role = 'assistant' THEN (greatest(coalesce(m.elapsed_ms, 0), 0) / 1000)::integer ELSE 0 END,
+        CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.elapsed_ms, 0), 0) ELSE 0 END
     )::pgchat.usage_event), '{}')
     FROM unnest(p_rows) AS m
     JOIN public.chat_sessions s ON s.id = m.session_id
     WHERE m.counted AND m.role IN ('user', 'assistant'));
 END
+$$;
+
+--
+-- Name: message_facts_after(text, integer); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.message_facts_after(p_after text, p_limit integer) RETURNS pgchat.message_facts[]
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    SELECT coalesce(array_agg(ROW(c.id, c.session_id, c.role, coalesce(c.error_message, '') = '',
+                                  c.total_tokens, c.input_tokens, c.output_tokens, c.model,
+                                  (greatest(coalesce(c.elapsed_time, 0), 0)::bigint * 1000), c.message_timestamp)::pgchat.message_facts ORDER BY c.id), '{}')
+    FROM (SELECT * FROM public.chat_messages m WHERE p_after IS NULL OR m.id > p_after
+          ORDER BY m.id LIMIT p_limit) c
 $$;
 
 --
@@ -583,7 +615,7 @@ $$;
 --
 
 CREATE FUNCTION pgchat.rebuild_users(p_users uuid[]) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     SET jit TO 'off'
     AS $$
@@ -591,33 +623,49 @@ DECLARE
     v_daily integer;
     v_profiles integer;
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     WITH target AS (
         SELECT coalesce(u.user_id, e.user_id) AS user_id, coalesce(u.usage_date, e.usage_date) AS usage_date,
                coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
                coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
                coalesce(e.total_tokens, 0) AS total_tokens, coalesce(e.models_used, '{}'::jsonb) AS models_used,
-               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds
+               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds,
+               coalesce(e.generation_ms, 0) AS generation_ms
         FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
         FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
     ), written AS (
         INSERT INTO public.user_usage_daily AS u (user_id, usage_date, messages_sent, messages_received,
-            input_tokens, output_tokens, total_tokens, models_used, sessions_created, active_seconds, active_minutes)
+            input_tokens, output_tokens, total_tokens
+            , models_used
+            , sessions_created
+            , active_seconds, active_minutes
+        )
         SELECT t.user_id, t.usage_date, t.messages_sent, t.messages_received, t.input_tokens, t.output_tokens,
-               t.total_tokens, t.models_used, t.sessions_created, t.active_seconds, t.active_seconds / 60
+               t.total_tokens
+               , t.models_used
+               , t.sessions_created
+               , t.active_seconds, t.active_seconds / 60
         FROM target t
         ON CONFLICT (user_id, usage_date) DO UPDATE SET
             messages_sent = EXCLUDED.messages_sent, messages_received = EXCLUDED.messages_received,
             input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
-            total_tokens = EXCLUDED.total_tokens, models_used = EXCLUDED.models_used,
-            sessions_created = EXCLUDED.sessions_created, active_seconds = EXCLUDED.active_seconds,
-            active_minutes = EXCLUDED.active_minutes, updated_at = now()
-        WHERE (u.messages_sent, u.messages_received, u.input_tokens, u.output_tokens, u.total_tokens,
-               u.models_used, u.sessions_created, u.active_seconds, u.active_minutes)
-              IS DISTINCT FROM
+            total_tokens = EXCLUDED.total_tokens
+            , models_used = EXCLUDED.models_used
+            , sessions_created = EXCLUDED.sessions_created
+            , active_seconds = EXCLUDED.active_seconds, active_minutes = EXCLUDED.active_minutes
+            , updated_at = now()
+        WHERE (u.messages_sent, u.messages_received, u.input_tokens, u.output_tokens, u.total_tokens
+               , u.models_used
+               , u.sessions_created
+               , u.active_seconds, u.active_minutes
+              ) IS DISTINCT FROM
               (EXCLUDED.messages_sent, EXCLUDED.messages_received, EXCLUDED.input_tokens,
-               EXCLUDED.output_tokens, EXCLUDED.total_tokens, EXCLUDED.models_used,
-               EXCLUDED.sessions_created, EXCLUDED.active_seconds, EXCLUDED.active_minutes)
+               EXCLUDED.output_tokens, EXCLUDED.total_tokens
+               , EXCLUDED.models_used
+               , EXCLUDED.sessions_created
+               , EXCLUDED.active_seconds, EXCLUDED.active_minutes
+              )
         RETURNING 1
     )
     SELECT count(*) INTO v_daily FROM written;
@@ -717,6 +765,31 @@ CREATE FUNCTION pgchat.session_stats_drift() RETURNS TABLE(session_id text, fiel
 $$;
 
 --
+-- Name: tg_chat_messages__follow_rename(); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.tg_chat_messages__follow_rename() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_user uuid;
+BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
+    SELECT s.user_id INTO v_user FROM public.chat_sessions s WHERE s.id = OLD.session_id;
+    PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY[ROW(
+        OLD.id, OLD.session_id, OLD.role, coalesce(OLD.error_message, '') = '', OLD.total_tokens,
+        OLD.input_tokens, OLD.output_tokens, OLD.model, (greatest(coalesce(OLD.elapsed_time, 0), 0)::bigint * 1000),
+        OLD.message_timestamp)::pgchat.message_facts]));
+    UPDATE pgchat.usage_ledger l SET event_key = NEW.id
+    WHERE l.user_id = v_user AND l.kind = 'message' AND l.event_key = OLD.id
+      AND NOT EXISTS (SELECT FROM pgchat.usage_ledger x
+                      WHERE x.user_id = v_user AND x.kind = 'message' AND x.event_key = NEW.id);
+    RETURN NULL;
+END
+$$;
+
+--
 -- Name: tg_chat_sessions__book_created(); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
@@ -726,12 +799,39 @@ CREATE FUNCTION pgchat.tg_chat_sessions__book_created() RETURNS trigger
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     PERFORM pgchat.lock_in_order(ARRAY(SELECT DISTINCT n.user_id FROM new_sessions n), '{}');
     PERFORM pgchat.book_usage(ARRAY(
         SELECT ROW('session', n.id, n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, n.id,
-                   0, 0, 0, 0, NULL, 1, 0)::pgchat.usage_event
+                   0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event
         FROM new_sessions n), 'trigger');
     RETURN NULL;
+END
+$$;
+
+--
+-- Name: tg_chat_sessions__guard_statistics(); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.tg_chat_sessions__guard_statistics() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.message_count := 0;
+        NEW.total_tokens := 0;
+        NEW.last_model := NULL;
+        NEW.last_message_preview := NULL;
+        NEW.last_message_timestamp := NULL;
+    ELSE
+        NEW.message_count := OLD.message_count;
+        NEW.total_tokens := OLD.total_tokens;
+        NEW.last_model := OLD.last_model;
+        NEW.last_message_preview := OLD.last_message_preview;
+        NEW.last_message_timestamp := OLD.last_message_timestamp;
+    END IF;
+    RETURN NEW;
 END
 $$;
 
@@ -750,6 +850,64 @@ END
 $$;
 
 --
+-- Name: tg_profiles__guard_usage_stats(); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.tg_profiles__guard_usage_stats() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.usage_stats := coalesce(NEW.usage_stats, '{}'::jsonb)
+            || '{"total_messages": 0, "total_tokens": 0, "sessions_created": 0}'::jsonb;
+    ELSE
+        NEW.usage_stats := (coalesce(NEW.usage_stats, '{}'::jsonb)
+                            - ARRAY['total_messages', 'total_tokens', 'sessions_created'])
+            || coalesce(jsonb_strip_nulls(jsonb_build_object(
+                   'total_messages', OLD.usage_stats -> 'total_messages',
+                   'total_tokens', OLD.usage_stats -> 'total_tokens',
+                   'sessions_created', OLD.usage_stats -> 'sessions_created')), '{}'::jsonb);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
+-- Name: tg_user_usage_daily__guard_counters(); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.tg_user_usage_daily__guard_counters() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.messages_sent := 0;
+        NEW.messages_received := 0;
+        NEW.input_tokens := 0;
+        NEW.output_tokens := 0;
+        NEW.total_tokens := 0;
+        NEW.models_used := '{}'::jsonb;
+        NEW.sessions_created := 0;
+        NEW.active_seconds := 0;
+        NEW.active_minutes := 0;
+    ELSE
+        NEW.messages_sent := OLD.messages_sent;
+        NEW.messages_received := OLD.messages_received;
+        NEW.input_tokens := OLD.input_tokens;
+        NEW.output_tokens := OLD.output_tokens;
+        NEW.total_tokens := OLD.total_tokens;
+        NEW.models_used := OLD.models_used;
+        NEW.sessions_created := OLD.sessions_created;
+        NEW.active_seconds := OLD.active_seconds;
+        NEW.active_minutes := OLD.active_minutes;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
 -- Name: usage_drift(uuid); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
@@ -762,18 +920,22 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
                jsonb_build_object(
                    'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
                    'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
-                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
-                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
-                   'active_minutes', u.active_minutes) AS rec,
+                   'total_tokens', u.total_tokens
+                   , 'models_used', u.models_used
+                   , 'sessions_created', u.sessions_created
+                   , 'active_seconds', u.active_seconds, 'active_minutes', u.active_minutes
+               ) AS rec,
                jsonb_build_object(
                    'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
                    'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
-                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
-                   'sessions_created', coalesce(e.sessions_created, 0),
-                   'active_seconds', coalesce(e.active_seconds, 0),
-                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
-        FROM (SELECT * FROM public.user_usage_daily x WHERE p_user_id IS NULL OR x.user_id = p_user_id) u
-        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE p_user_id IS NULL OR y.user_id = p_user_id) e
+                   'total_tokens', coalesce(e.total_tokens, 0)
+                   , 'models_used', coalesce(e.models_used, '{}'::jsonb)
+                   , 'sessions_created', coalesce(e.sessions_created, 0)
+                   , 'active_seconds', coalesce(e.active_seconds, 0)
+                   , 'active_minutes', coalesce(e.active_seconds, 0) / 60
+               ) AS exp
+        FROM (SELECT * FROM public.user_usage_daily x WHERE (p_user_id IS NULL OR x.user_id = p_user_id)) u
+        FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE (p_user_id IS NULL OR y.user_id = p_user_id)) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
     ), profile_pairs AS (
         SELECT p.id AS user_id, NULL::date AS usage_date,
@@ -788,8 +950,18 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
         LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
                           sum(l.input_tokens + l.output_tokens) AS tokens,
                           sum(l.sessions_created) AS sessions
-                   FROM pgchat.usage_ledger l GROUP BY l.user_id) t ON t.user_id = p.id
-        WHERE p_user_id IS NULL OR p.id = p_user_id
+                   FROM pgchat.usage_ledger l WHERE (p_user_id IS NULL OR l.user_id = p_user_id)
+                   GROUP BY l.user_id) t ON t.user_id = p.id
+        WHERE (p_user_id IS NULL OR p.id = p_user_id)
+    ), unbooked AS (
+        SELECT s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
+               format('booked (message %s)', m.id) AS field, 'false' AS recorded, 'true' AS expected
+        FROM public.chat_messages m
+        JOIN public.chat_sessions s ON s.id = m.session_id
+        WHERE (p_user_id IS NULL OR s.user_id = p_user_id)
+          AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
+          AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                          WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -798,6 +970,8 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
       -- a day with no counter row and nothing expected is not drift
       AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
                AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+    UNION ALL
+    SELECT * FROM unbooked
     ORDER BY 1, 2 NULLS FIRST, 3
 $$;
 
@@ -815,16 +989,20 @@ CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid
                jsonb_build_object(
                    'messages_sent', u.messages_sent, 'messages_received', u.messages_received,
                    'input_tokens', u.input_tokens, 'output_tokens', u.output_tokens,
-                   'total_tokens', u.total_tokens, 'models_used', u.models_used,
-                   'sessions_created', u.sessions_created, 'active_seconds', u.active_seconds,
-                   'active_minutes', u.active_minutes) AS rec,
+                   'total_tokens', u.total_tokens
+                   , 'models_used', u.models_used
+                   , 'sessions_created', u.sessions_created
+                   , 'active_seconds', u.active_seconds, 'active_minutes', u.active_minutes
+               ) AS rec,
                jsonb_build_object(
                    'messages_sent', coalesce(e.messages_sent, 0), 'messages_received', coalesce(e.messages_received, 0),
                    'input_tokens', coalesce(e.input_tokens, 0), 'output_tokens', coalesce(e.output_tokens, 0),
-                   'total_tokens', coalesce(e.total_tokens, 0), 'models_used', coalesce(e.models_used, '{}'::jsonb),
-                   'sessions_created', coalesce(e.sessions_created, 0),
-                   'active_seconds', coalesce(e.active_seconds, 0),
-                   'active_minutes', coalesce(e.active_seconds, 0) / 60) AS exp
+                   'total_tokens', coalesce(e.total_tokens, 0)
+                   , 'models_used', coalesce(e.models_used, '{}'::jsonb)
+                   , 'sessions_created', coalesce(e.sessions_created, 0)
+                   , 'active_seconds', coalesce(e.active_seconds, 0)
+                   , 'active_minutes', coalesce(e.active_seconds, 0) / 60
+               ) AS exp
         FROM (SELECT * FROM public.user_usage_daily x WHERE x.user_id = ANY (p_users)) u
         FULL JOIN (SELECT * FROM pgchat.expected_usage_daily y WHERE y.user_id = ANY (p_users)) e
             ON e.user_id = u.user_id AND e.usage_date = u.usage_date
@@ -844,6 +1022,15 @@ CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid
                    FROM pgchat.usage_ledger l WHERE l.user_id = ANY (p_users)
                    GROUP BY l.user_id) t ON t.user_id = p.id
         WHERE p.id = ANY (p_users)
+    ), unbooked AS (
+        SELECT s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
+               format('booked (message %s)', m.id) AS field, 'false' AS recorded, 'true' AS expected
+        FROM public.chat_messages m
+        JOIN public.chat_sessions s ON s.id = m.session_id
+        WHERE s.user_id = ANY (p_users)
+          AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
+          AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                          WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -852,6 +1039,8 @@ CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid
       -- a day with no counter row and nothing expected is not drift
       AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
                AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
+    UNION ALL
+    SELECT * FROM unbooked
     ORDER BY 1, 2 NULLS FIRST, 3
 $$;
 
@@ -1423,6 +1612,7 @@ CREATE FUNCTION public.track_user_usage(p_user_id uuid, p_event_key text, p_usag
     SET search_path TO ''
     AS $$
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     IF p_user_id IS NULL OR coalesce(p_event_key, '') = '' OR p_usage_date IS NULL THEN
         RAISE EXCEPTION 'track_user_usage: p_user_id, p_event_key and p_usage_date are required'
             USING ERRCODE = 'null_value_not_allowed';
@@ -1432,10 +1622,16 @@ BEGIN
         RAISE EXCEPTION 'track_user_usage: counts must not be negative (event %)', p_event_key
             USING ERRCODE = 'check_violation';
     END IF;
-    -- The bounds of one message (parse_messages, chat_messages' CHECK constraints).
-    IF greatest(p_input_tokens, p_output_tokens, p_active_seconds) > 10000000 THEN
-        RAISE EXCEPTION 'track_user_usage: tokens and seconds of one event must be at most 10000000 (event %)',
+    -- The bounds of one message (parse_messages, chat_messages' CHECK constraints), for every
+    -- count; the day within the messages' time window (0005).
+    IF greatest(p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
+                p_active_seconds) > 10000000 THEN
+        RAISE EXCEPTION 'track_user_usage: messages, tokens and seconds of one event must be at most 10000000 (event %)',
             p_event_key USING ERRCODE = 'check_violation';
+    END IF;
+    IF p_usage_date < DATE '2000-01-01' OR p_usage_date > (now() AT TIME ZONE 'UTC')::date + 1 THEN
+        RAISE EXCEPTION 'track_user_usage: p_usage_date % is outside the accepted window (2000-01-01 to one day from now) (event %)',
+            p_usage_date, p_event_key USING ERRCODE = 'check_violation';
     END IF;
     PERFORM 1 FROM public.profiles WHERE id = p_user_id FOR NO KEY UPDATE;  -- lock order
     IF NOT FOUND THEN
@@ -1445,7 +1641,8 @@ BEGIN
     RETURN pgchat.book_usage(ARRAY[ROW(
         CASE WHEN p_session_created THEN 'session' ELSE 'message' END, p_event_key, p_user_id,
         p_usage_date, NULL, p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
-        p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds
+        p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds,
+        p_active_seconds::bigint * 1000
     )::pgchat.usage_event], 'track_user_usage') = 1;
 END
 $$;
@@ -1470,6 +1667,7 @@ DECLARE
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
 BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     -- Inserts (the live path, and every bulk insert) run in two statements straight from
     -- new_rows, without arrays. The first locks the users' profiles, in id order. The second
     -- does what refresh_sessions and book_usage do for the other events (the same rules, the
@@ -1524,84 +1722,110 @@ BEGIN
             -- from here also makes the statistics move (and a session that would overflow
             -- refuse) before the counters.
             RETURNING s.id, s.user_id
+        ), owners AS (
+            -- Each session's owner as one lookup object: a join of new_rows to `stats` is
+            -- planned (generically) for one row on each side, and a nested loop over a
+            -- 10,000-session upload made it quadratic.
+            SELECT jsonb_object_agg(o.id, o.user_id) AS of_session FROM stats o
         ), booked AS (  -- message_events, then book_usage
             INSERT INTO pgchat.usage_ledger AS l (
-                kind, event_key, user_id, usage_date, session_id, messages_sent, messages_received,
-                input_tokens, output_tokens, model, sessions_created, active_seconds, source)
-            SELECT 'message', n.id, o.user_id, (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
+                user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+                input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+            SELECT (w.of_session ->> n.session_id)::uuid, 'message', n.id,
+                   (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
                    CASE WHEN n.role = 'user' THEN 1 ELSE 0 END,
                    CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END,
                    CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END,
                    CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END,
                    CASE WHEN n.role = 'assistant' THEN n.model END,
                    0,
-                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.elapsed_time, 0), 0) ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN ((greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000) / 1000)::integer ELSE 0 END,
+                   CASE WHEN n.role = 'assistant' THEN (greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000) ELSE 0 END,
                    'trigger'
-            FROM new_rows n JOIN stats o ON o.id = n.session_id
+            FROM new_rows n CROSS JOIN owners w
             WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
-            ORDER BY n.id
-            ON CONFLICT (kind, event_key) DO NOTHING
+              AND w.of_session ? n.session_id
+            ORDER BY 1, 3
+            ON CONFLICT (user_id, kind, event_key) DO NOTHING
             RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
-                      l.input_tokens, l.output_tokens, l.active_seconds
+                      l.input_tokens, l.output_tokens, l.active_seconds, l.generation_ms
         ), daily AS (  -- per user and day; models_used counts each model's replies
-            SELECT m.user_id, m.usage_date,
-                   sum(m.messages_sent)::integer AS messages_sent,
-                   sum(m.messages_received)::integer AS messages_received,
+            SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
+                   sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
                    sum(m.input_tokens)::bigint AS input_tokens, sum(m.output_tokens)::bigint AS output_tokens,
-                   sum(m.active_seconds)::bigint AS active_seconds,
+                   0::bigint AS sessions_created,
+                   sum(m.active_seconds)::bigint AS active_seconds, sum(m.generation_ms)::bigint AS generation_ms,
                    coalesce(jsonb_object_agg(m.model, m.uses) FILTER (WHERE m.model IS NOT NULL), '{}'::jsonb)
                        AS models_used,
                    format('user %s on %s', m.user_id, m.usage_date) AS owner
             FROM (SELECT b.user_id, b.usage_date, b.model, count(*) AS uses,
-                         sum(b.messages_sent) AS messages_sent, sum(b.messages_received) AS messages_received,
-                         sum(b.input_tokens) AS input_tokens, sum(b.output_tokens) AS output_tokens,
-                         sum(b.active_seconds) AS active_seconds
+                         sum(b.messages_sent)::bigint AS messages_sent, sum(b.messages_received)::bigint AS messages_received,
+                         sum(b.input_tokens)::bigint AS input_tokens, sum(b.output_tokens)::bigint AS output_tokens,
+                         sum(b.active_seconds)::bigint AS active_seconds, sum(b.generation_ms)::bigint AS generation_ms
                   FROM booked b GROUP BY b.user_id, b.usage_date, b.model) m
             GROUP BY m.user_id, m.usage_date
         ), counted AS (
+
             INSERT INTO public.user_usage_daily AS u (
-                user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens,
-                total_tokens, models_used, sessions_created, active_seconds, active_minutes)
-            SELECT d.user_id, d.usage_date, d.messages_sent, d.messages_received,
+                user_id, usage_date, messages_sent, messages_received, input_tokens, output_tokens, total_tokens
+                , models_used
+                , sessions_created
+                , active_seconds, active_minutes
+            )
+            SELECT d.user_id, d.usage_date,
+                   CASE WHEN d.messages_sent <= 2147483647 THEN d.messages_sent::integer
+                        ELSE pgchat.within_integer(d.messages_sent, 'messages_sent', d.owner) END,
+                   CASE WHEN d.messages_received <= 2147483647 THEN d.messages_received::integer
+                        ELSE pgchat.within_integer(d.messages_received, 'messages_received', d.owner) END,
                    CASE WHEN d.input_tokens <= 2147483647 THEN d.input_tokens::integer
                         ELSE pgchat.within_integer(d.input_tokens, 'input_tokens', d.owner) END,
                    CASE WHEN d.output_tokens <= 2147483647 THEN d.output_tokens::integer
                         ELSE pgchat.within_integer(d.output_tokens, 'output_tokens', d.owner) END,
                    CASE WHEN d.input_tokens + d.output_tokens <= 2147483647
                         THEN (d.input_tokens + d.output_tokens)::integer
-                        ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END,
-                   d.models_used, 0,
-                   CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
-                        ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END,
-                   d.active_seconds / 60
+                        ELSE pgchat.within_integer(d.input_tokens + d.output_tokens, 'total_tokens', d.owner) END
+                   , d.models_used
+                   , d.sessions_created::integer
+                   , CASE WHEN d.active_seconds <= 2147483647 THEN d.active_seconds::integer
+                          ELSE pgchat.within_integer(d.active_seconds, 'active_seconds', d.owner) END
+                   , d.active_seconds / 60
             FROM daily d
             ORDER BY d.user_id, d.usage_date
             ON CONFLICT (user_id, usage_date) DO UPDATE SET
-                messages_sent = u.messages_sent + EXCLUDED.messages_sent,
-                messages_received = u.messages_received + EXCLUDED.messages_received,
-                input_tokens = CASE WHEN u.input_tokens::bigint + EXCLUDED.input_tokens <= 2147483647
-                    THEN u.input_tokens + EXCLUDED.input_tokens
-                    ELSE pgchat.within_integer(u.input_tokens::bigint + EXCLUDED.input_tokens,
+                messages_sent = CASE WHEN coalesce(u.messages_sent, 0)::bigint + EXCLUDED.messages_sent <= 2147483647
+                    THEN coalesce(u.messages_sent, 0) + EXCLUDED.messages_sent
+                    ELSE pgchat.within_integer(coalesce(u.messages_sent, 0)::bigint + EXCLUDED.messages_sent,
+                        'messages_sent', format('user %s on %s', u.user_id, u.usage_date)) END,
+                messages_received = CASE WHEN coalesce(u.messages_received, 0)::bigint + EXCLUDED.messages_received <= 2147483647
+                    THEN coalesce(u.messages_received, 0) + EXCLUDED.messages_received
+                    ELSE pgchat.within_integer(coalesce(u.messages_received, 0)::bigint + EXCLUDED.messages_received,
+                        'messages_received', format('user %s on %s', u.user_id, u.usage_date)) END,
+                input_tokens = CASE WHEN coalesce(u.input_tokens, 0)::bigint + EXCLUDED.input_tokens <= 2147483647
+                    THEN coalesce(u.input_tokens, 0) + EXCLUDED.input_tokens
+                    ELSE pgchat.within_integer(coalesce(u.input_tokens, 0)::bigint + EXCLUDED.input_tokens,
                         'input_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-                output_tokens = CASE WHEN u.output_tokens::bigint + EXCLUDED.output_tokens <= 2147483647
-                    THEN u.output_tokens + EXCLUDED.output_tokens
-                    ELSE pgchat.within_integer(u.output_tokens::bigint + EXCLUDED.output_tokens,
+                output_tokens = CASE WHEN coalesce(u.output_tokens, 0)::bigint + EXCLUDED.output_tokens <= 2147483647
+                    THEN coalesce(u.output_tokens, 0) + EXCLUDED.output_tokens
+                    ELSE pgchat.within_integer(coalesce(u.output_tokens, 0)::bigint + EXCLUDED.output_tokens,
                         'output_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-                total_tokens = CASE WHEN u.total_tokens::bigint + EXCLUDED.total_tokens <= 2147483647
-                    THEN u.total_tokens + EXCLUDED.total_tokens
-                    ELSE pgchat.within_integer(u.total_tokens::bigint + EXCLUDED.total_tokens,
-                        'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END,
-                models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
-                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((  -- jsonb_add_counts, inline
+                total_tokens = CASE WHEN coalesce(u.total_tokens, 0)::bigint + EXCLUDED.total_tokens <= 2147483647
+                    THEN coalesce(u.total_tokens, 0) + EXCLUDED.total_tokens
+                    ELSE pgchat.within_integer(coalesce(u.total_tokens, 0)::bigint + EXCLUDED.total_tokens,
+                        'total_tokens', format('user %s on %s', u.user_id, u.usage_date)) END
+                -- jsonb_add_counts inline: its call (a pinned search_path, a query) costs on every booking.
+                , models_used = CASE WHEN EXCLUDED.models_used = '{}'::jsonb THEN u.models_used
+                    ELSE coalesce(u.models_used, '{}'::jsonb) || coalesce((
                         SELECT jsonb_object_agg(x.k, coalesce((u.models_used ->> x.k)::numeric, 0) + x.v::numeric)
-                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END,
-                active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
+                        FROM jsonb_each_text(EXCLUDED.models_used) AS x(k, v)), '{}'::jsonb) END
+                , sessions_created = coalesce(u.sessions_created, 0) + EXCLUDED.sessions_created
+                , active_seconds = CASE WHEN u.active_seconds::bigint + EXCLUDED.active_seconds <= 2147483647
                     THEN u.active_seconds + EXCLUDED.active_seconds
                     ELSE pgchat.within_integer(u.active_seconds::bigint + EXCLUDED.active_seconds,
-                        'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END,
-                active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60,
-                updated_at = now()
+                        'active_seconds', format('user %s on %s', u.user_id, u.usage_date)) END
+                , active_minutes = (u.active_seconds::bigint + EXCLUDED.active_seconds) / 60
+                , updated_at = now()
             RETURNING 1
+
         )
         UPDATE public.profiles p SET
             usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
@@ -1619,17 +1843,17 @@ BEGIN
     IF TG_OP = 'UPDATE' THEN
         v_new := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
                                   n.total_tokens, n.input_tokens, n.output_tokens, n.model,
-                                  n.elapsed_time, n.message_timestamp)::pgchat.message_facts
+                                  (greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000), n.message_timestamp)::pgchat.message_facts
                        FROM new_rows n);
         IF cardinality(v_new) = 0 THEN
             RETURN NULL;
         END IF;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        v_old := ARRAY(SELECT ROW(o.id, o.session_id, o.role, coalesce(o.error_message, '') = '',
-                                  o.total_tokens, o.input_tokens, o.output_tokens, o.model,
-                                  o.elapsed_time, o.message_timestamp)::pgchat.message_facts
-                       FROM old_rows o);
+        v_old := ARRAY(SELECT ROW(n.id, n.session_id, n.role, coalesce(n.error_message, '') = '',
+                                  n.total_tokens, n.input_tokens, n.output_tokens, n.model,
+                                  (greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000), n.message_timestamp)::pgchat.message_facts
+                       FROM old_rows n);
     END IF;
     v_sessions := ARRAY(SELECT DISTINCT f.session_id FROM unnest(v_new || v_old) AS f);
     PERFORM pgchat.lock_in_order(
@@ -1641,8 +1865,15 @@ BEGIN
     -- code, before pgchat: between the switch (0003) and the backfill (0003a) reaching it, the
     -- old frontend may write it again. It is adopted (booked, counting nothing), so that the
     -- booking below skips it. Rows booked since the switch are in the ledger: a no-op for them.
-    IF TG_OP <> 'INSERT' THEN
+    -- A renamed message (a new id for a counted row) was moved in the ledger by
+    -- tg_chat_messages__follow_rename before this runs: it is booked already, under its new id.
+    -- A row renamed away (its old id is not among the new rows) is not adopted under its old id:
+    -- its ledger entry has moved to the new id.
+    IF TG_OP = 'DELETE' THEN
         PERFORM pgchat.adopt_usage(pgchat.message_events(v_old));
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY(
+            SELECT o FROM unnest(v_old) AS o WHERE o.id IN (SELECT n.id FROM unnest(v_new) AS n))));
     END IF;
     IF TG_OP <> 'DELETE' THEN
         PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
@@ -1766,9 +1997,9 @@ CREATE TABLE auth.users (
 --
 
 CREATE TABLE pgchat.usage_ledger (
+    user_id uuid NOT NULL,
     kind text NOT NULL,
     event_key text NOT NULL,
-    user_id uuid NOT NULL,
     usage_date date NOT NULL,
     session_id text,
     messages_sent integer DEFAULT 0 NOT NULL,
@@ -1778,9 +2009,10 @@ CREATE TABLE pgchat.usage_ledger (
     model text,
     sessions_created integer DEFAULT 0 NOT NULL,
     active_seconds integer DEFAULT 0 NOT NULL,
+    generation_ms bigint DEFAULT 0 NOT NULL,
     source text NOT NULL,
     booked_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT usage_ledger_counts_valid CHECK ((LEAST(messages_sent, messages_received, input_tokens, output_tokens, sessions_created, active_seconds) >= 0))
+    CONSTRAINT usage_ledger_counts_valid CHECK ((LEAST((messages_sent)::bigint, (messages_received)::bigint, (input_tokens)::bigint, (output_tokens)::bigint, (sessions_created)::bigint, (active_seconds)::bigint, generation_ms) >= 0))
 );
 
 --
@@ -1808,7 +2040,8 @@ CREATE VIEW pgchat.expected_usage_daily AS
                   WHERE ((l2.user_id = l.user_id) AND (l2.usage_date = l.usage_date) AND (l2.model IS NOT NULL))
                   GROUP BY l2.model) mm), '{}'::jsonb) AS models_used,
     (sum(sessions_created))::integer AS sessions_created,
-    (sum(active_seconds))::integer AS active_seconds
+    (sum(active_seconds))::integer AS active_seconds,
+    (sum(generation_ms))::bigint AS generation_ms
    FROM pgchat.usage_ledger l
   GROUP BY user_id, usage_date;
 
@@ -1850,7 +2083,7 @@ COMMENT ON TABLE public.chat_messages IS 'pgchat: created by 0002_baseline';
 -- Name: CONSTRAINT chat_messages_counts_range ON chat_messages; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON CONSTRAINT chat_messages_counts_range ON public.chat_messages IS 'input_tokens, output_tokens, total_tokens and elapsed_time must be from 0 to 10000000';
+COMMENT ON CONSTRAINT chat_messages_counts_range ON public.chat_messages IS 'input_tokens, output_tokens, total_tokens and elapsed time must be from 0 to 10000000 (milliseconds: not negative)';
 
 --
 -- Name: CONSTRAINT chat_messages_id_length ON chat_messages; Type: COMMENT; Schema: public; Owner: -
@@ -2008,7 +2241,7 @@ COMMENT ON COLUMN public.user_usage_daily.active_minutes IS 'active_seconds / 60
 -- Name: COLUMN user_usage_daily.active_seconds; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.user_usage_daily.active_seconds IS 'Sum of assistant elapsed_time (seconds)';
+COMMENT ON COLUMN public.user_usage_daily.active_seconds IS 'pgchat: added by 0002b. Sum of assistant elapsed time (seconds)';
 
 --
 -- Name: api_user_summary; Type: VIEW; Schema: public; Owner: -
@@ -2095,7 +2328,7 @@ ALTER TABLE ONLY auth.users
 --
 
 ALTER TABLE ONLY pgchat.usage_ledger
-    ADD CONSTRAINT usage_ledger_pkey PRIMARY KEY (kind, event_key);
+    ADD CONSTRAINT usage_ledger_pkey PRIMARY KEY (user_id, kind, event_key);
 
 --
 -- Name: chat_messages chat_messages_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -2286,6 +2519,42 @@ CREATE INDEX idx_usage_daily_user_date ON public.user_usage_daily USING btree (u
 CREATE TRIGGER on_auth_user_profile_sync AFTER INSERT OR UPDATE ON auth.users FOR EACH ROW EXECUTE FUNCTION public.handle_user_profile_sync();
 
 --
+-- Name: user_usage_daily _000_guard_counters_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _000_guard_counters_insert BEFORE INSERT ON public.user_usage_daily FOR EACH ROW WHEN (((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION pgchat.tg_user_usage_daily__guard_counters();
+
+--
+-- Name: user_usage_daily _000_guard_counters_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _000_guard_counters_update BEFORE UPDATE ON public.user_usage_daily FOR EACH ROW WHEN (((((((((((new.messages_sent IS DISTINCT FROM old.messages_sent) OR (new.messages_received IS DISTINCT FROM old.messages_received)) OR (new.input_tokens IS DISTINCT FROM old.input_tokens)) OR (new.output_tokens IS DISTINCT FROM old.output_tokens)) OR (new.total_tokens IS DISTINCT FROM old.total_tokens)) OR (new.models_used IS DISTINCT FROM old.models_used)) OR (new.sessions_created IS DISTINCT FROM old.sessions_created)) OR (new.active_seconds IS DISTINCT FROM old.active_seconds)) OR (new.active_minutes IS DISTINCT FROM old.active_minutes)) AND ((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text)))) EXECUTE FUNCTION pgchat.tg_user_usage_daily__guard_counters();
+
+--
+-- Name: chat_sessions _000_guard_statistics_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _000_guard_statistics_insert BEFORE INSERT ON public.chat_sessions FOR EACH ROW WHEN (((new.message_count IS DISTINCT FROM 0) OR (new.total_tokens IS DISTINCT FROM 0) OR (new.last_model IS NOT NULL) OR (new.last_message_preview IS NOT NULL) OR (new.last_message_timestamp IS NOT NULL))) EXECUTE FUNCTION pgchat.tg_chat_sessions__guard_statistics();
+
+--
+-- Name: chat_sessions _000_guard_statistics_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _000_guard_statistics_update BEFORE UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((((((new.message_count IS DISTINCT FROM old.message_count) OR (new.total_tokens IS DISTINCT FROM old.total_tokens)) OR ((new.last_model)::text IS DISTINCT FROM (old.last_model)::text)) OR (new.last_message_preview IS DISTINCT FROM old.last_message_preview)) OR (new.last_message_timestamp IS DISTINCT FROM old.last_message_timestamp)) AND ((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text)))) EXECUTE FUNCTION pgchat.tg_chat_sessions__guard_statistics();
+
+--
+-- Name: profiles _000_guard_usage_stats_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _000_guard_usage_stats_insert BEFORE INSERT ON public.profiles FOR EACH ROW EXECUTE FUNCTION pgchat.tg_profiles__guard_usage_stats();
+
+--
+-- Name: profiles _000_guard_usage_stats_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _000_guard_usage_stats_update BEFORE UPDATE ON public.profiles FOR EACH ROW WHEN ((((((new.usage_stats -> 'total_messages'::text) IS DISTINCT FROM (old.usage_stats -> 'total_messages'::text)) OR ((new.usage_stats -> 'total_tokens'::text) IS DISTINCT FROM (old.usage_stats -> 'total_tokens'::text))) OR ((new.usage_stats -> 'sessions_created'::text) IS DISTINCT FROM (old.usage_stats -> 'sessions_created'::text))) AND ((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text)))) EXECUTE FUNCTION pgchat.tg_profiles__guard_usage_stats();
+
+--
 -- Name: chat_messages _000_skip_noop_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2296,6 +2565,12 @@ CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_messages FOR E
 --
 
 CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_sessions FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+
+--
+-- Name: chat_messages _400_follow_rename; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_follow_rename AFTER UPDATE ON public.chat_messages FOR EACH ROW WHEN ((old.id IS DISTINCT FROM new.id)) EXECUTE FUNCTION pgchat.tg_chat_messages__follow_rename();
 
 --
 -- Name: chat_sessions _500_book_session_created; Type: TRIGGER; Schema: public; Owner: -
@@ -2439,10 +2714,22 @@ CREATE POLICY profiles_owner_update ON public.profiles FOR UPDATE TO authenticat
 CREATE POLICY sessions_owner_all ON public.chat_sessions TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid))) WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
 
 --
+-- Name: user_usage_daily usage_owner_insert; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY usage_owner_insert ON public.user_usage_daily FOR INSERT TO authenticated WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
+
+--
 -- Name: user_usage_daily usage_owner_select; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY usage_owner_select ON public.user_usage_daily FOR SELECT TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid)));
+
+--
+-- Name: user_usage_daily usage_owner_update; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY usage_owner_update ON public.user_usage_daily FOR UPDATE TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid))) WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
 
 --
 -- Name: user_activity_log; Type: ROW SECURITY; Schema: public; Owner: -
@@ -2570,6 +2857,12 @@ REVOKE ALL ON FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_si
 REVOKE ALL ON FUNCTION pgchat.message_events(p_rows pgchat.message_facts[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION message_facts_after(p_after text, p_limit integer); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.message_facts_after(p_after text, p_limit integer) FROM PUBLIC;
+
+--
 -- Name: FUNCTION parse_messages(p_conversations jsonb); Type: ACL; Schema: pgchat; Owner: -
 --
 
@@ -2606,16 +2899,40 @@ REVOKE ALL ON FUNCTION pgchat.session_latest(p_session_id text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgchat.session_stats_drift() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_chat_messages__follow_rename(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.tg_chat_messages__follow_rename() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_chat_sessions__book_created(); Type: ACL; Schema: pgchat; Owner: -
 --
 
 REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__book_created() FROM PUBLIC;
 
 --
+-- Name: FUNCTION tg_chat_sessions__guard_statistics(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__guard_statistics() FROM PUBLIC;
+
+--
 -- Name: FUNCTION tg_profiles__forget_usage(); Type: ACL; Schema: pgchat; Owner: -
 --
 
 REVOKE ALL ON FUNCTION pgchat.tg_profiles__forget_usage() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_profiles__guard_usage_stats(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.tg_profiles__guard_usage_stats() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_user_usage_daily__guard_counters(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.tg_user_usage_daily__guard_counters() FROM PUBLIC;
 
 --
 -- Name: FUNCTION usage_drift(p_user_id uuid); Type: ACL; Schema: pgchat; Owner: -
@@ -2740,57 +3057,8 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.chat_messages TO service_role;
 -- Name: TABLE chat_sessions; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,DELETE ON TABLE public.chat_sessions TO authenticated;
-GRANT SELECT,DELETE ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.id; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(id),UPDATE(id) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(id),UPDATE(id) ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.user_id; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(user_id),UPDATE(user_id) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(user_id),UPDATE(user_id) ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.title; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(title),UPDATE(title) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(title),UPDATE(title) ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.created_at; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(created_at),UPDATE(created_at) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(created_at),UPDATE(created_at) ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.updated_at; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(updated_at),UPDATE(updated_at) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(updated_at),UPDATE(updated_at) ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.last_activity; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(last_activity),UPDATE(last_activity) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(last_activity),UPDATE(last_activity) ON TABLE public.chat_sessions TO service_role;
-
---
--- Name: COLUMN chat_sessions.is_active; Type: ACL; Schema: public; Owner: -
---
-
-GRANT INSERT(is_active),UPDATE(is_active) ON TABLE public.chat_sessions TO authenticated;
-GRANT INSERT(is_active),UPDATE(is_active) ON TABLE public.chat_sessions TO service_role;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.chat_sessions TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.chat_sessions TO service_role;
 
 --
 -- Name: TABLE profiles; Type: ACL; Schema: public; Owner: -

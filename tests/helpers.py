@@ -14,6 +14,13 @@ from pgchat.migrate import SCHEMA
 from pgchat.paths import migrations_dir
 
 
+def as_pgchat(conn: psycopg.Connection, local: bool = True) -> None:
+    """Write as pgchat does (its marker, as the owner): a test that damages counters on purpose.
+
+    Anyone else's write into pgchat's columns is neutralised by the guards of 0005."""
+    conn.execute("select pg_catalog.set_config('pgchat.writer', 'on', %s)", (local,))
+
+
 def migration_ids() -> list[str]:
     """Every migration id on disk, in file-name order (independent of yoyo)."""
     return sorted(

@@ -29,13 +29,20 @@ from tests.supabase import MIGRATOR
 
 DumpSchema = Callable[..., str]
 PGCHAT_POLICIES = {("chat_messages", "messages_owner_all"), ("chat_sessions", "sessions_owner_all"),
-                   ("user_usage_daily", "usage_owner_select")}
+                   ("user_usage_daily", "usage_owner_select"),
+                   ("user_usage_daily", "usage_owner_insert"),
+                   ("user_usage_daily", "usage_owner_update")}
 PGCHAT_TRIGGERS = {
-    ("chat_messages", "_000_skip_noop_update"), ("chat_messages", "_500_session_stats_delete"),
+    ("chat_messages", "_000_skip_noop_update"), ("chat_messages", "_400_follow_rename"),
+    ("chat_messages", "_500_session_stats_delete"),
     ("chat_messages", "_500_session_stats_insert"), ("chat_messages", "_500_session_stats_update"),
+    ("chat_sessions", "_000_guard_statistics_insert"),
+    ("chat_sessions", "_000_guard_statistics_update"),
     ("chat_sessions", "_000_skip_noop_update"), ("chat_sessions", "_500_book_session_created"),
     ("chat_sessions", "on_session_updated"),
 }
+PROFILE_TRIGGERS = {("profiles", "_900_forget_usage"), ("profiles", "_000_guard_usage_stats_insert"),
+                    ("profiles", "_000_guard_usage_stats_update")}
 
 
 def run(*args: str) -> Any:
@@ -114,9 +121,8 @@ def test_adoption_keeps_every_row(prod: SupabaseDb, legacy: legacy_data.LegacyDa
 def test_adoption_leaves_no_legacy_policy_or_per_row_trigger_on_owned_tables(
         prod: SupabaseDb) -> None:
     adopt(prod)
-    assert policies(prod.admin, ("chat_sessions", "chat_messages", "user_usage_daily")) == {
-        ("chat_messages", "messages_owner_all"), ("chat_sessions", "sessions_owner_all"),
-        ("user_usage_daily", "usage_owner_select")}
+    assert policies(prod.admin, ("chat_sessions", "chat_messages", "user_usage_daily")) \
+        == PGCHAT_POLICIES
     assert triggers(prod.admin, "chat_sessions", "chat_messages") == PGCHAT_TRIGGERS
 
 
@@ -134,7 +140,7 @@ def test_adoption_leaves_what_pgchat_does_not_own(prod: SupabaseDb) -> None:
     conn.commit()
     adopt(prod)
     assert policies(conn, kept) == other_policies
-    assert triggers(conn, *kept) == other_triggers | {("profiles", "_900_forget_usage")}
+    assert triggers(conn, *kept) == other_triggers | PROFILE_TRIGGERS
     after = conn.execute(
         "select p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid)) from pg_proc p"
         " where pronamespace = 'public'::regnamespace and proname not in"
@@ -250,8 +256,11 @@ def test_dry_run_lists_what_adoption_will_do_and_changes_nothing(
         "character varying,boolean,integer)",
         "adds column public.user_usage_daily.active_seconds",
         "backfills the usage ledger: 3 session(s) and 58 successful message(s)",
-        "revokes DELETE, INSERT, REFERENCES, SELECT, TRIGGER, TRUNCATE, UPDATE on"
-        " public.user_usage_daily from anon",
+        "revokes REFERENCES, TRIGGER, TRUNCATE on public.user_usage_daily from anon",
+        "counters pgchat maintains in user_usage_daily: messages_sent, messages_received,"
+        " input_tokens, output_tokens, total_tokens, models_used, sessions_created,"
+        " active_minutes (and active_seconds, from elapsed_time)",
+        "left to the app in user_usage_daily: estimated_cost",
     ):
         assert line in out, f"missing: {line}\n{out}"
     assert "BLOCKS" not in out
@@ -331,18 +340,32 @@ def test_policies_of_any_name_on_owned_tables_are_replaced(prod: SupabaseDb) -> 
     assert ("model_access", "model_access_read") in policies(prod.admin, ("model_access",))
 
 
-def test_user_usage_daily_keeps_no_write_policy_and_no_write_grant(prod: SupabaseDb) -> None:
+def test_a_users_own_write_of_its_counters_changes_nothing(prod: SupabaseDb) -> None:
+    """The app's policies let users write their usage rows: still allowed, but pgchat's
+    counters in them are neutralised (the guard), never refused."""
     adopt(prod)
     user = legacy_data.legacy_plan().users[0].id
     with psycopg.connect(prod.dsn) as conn:
+        before = usage_days(conn, user)
+        conn.commit()
         as_user(conn, user)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("update user_usage_daily set messages_sent = 0 where user_id = %s",
-                         (user,))
+        conn.execute("update user_usage_daily set messages_sent = 0, input_tokens = 99999,"
+                     " estimated_cost = 1.5 where user_id = %s", (user,))
+        conn.execute("insert into user_usage_daily (user_id, usage_date, messages_sent)"
+                     " values (%s, '2020-01-01', 1000)", (user,))
+        conn.commit()
+    with psycopg.connect(prod.dsn) as conn:
+        after = usage_days(conn, user)
+        assert {d: v for d, v in after.items() if d != date(2020, 1, 1)} == before
+        assert after[date(2020, 1, 1)]["messages_sent"] == 0
+        assert conn.execute("select count(*) from user_usage_daily where user_id = %s"
+                            " and estimated_cost = 1.5", (user,)).fetchone() == (len(before),)
 
 
-def test_grants_of_owned_tables_and_profile_columns_are_set_exactly(prod: SupabaseDb) -> None:
-    """Production granted the API roles ALL (Supabase's defaults): TRUNCATE included, and anon."""
+def test_the_apps_grants_stay_but_truncate_trigger_and_references(prod: SupabaseDb) -> None:
+    """Production granted the API roles ALL (Supabase's defaults): TRUNCATE included, and anon.
+    The app's grants are the app's; pgchat takes only what ignores row level security or is
+    never an app write, on the three tables whose policies it owns (saved for the rollback)."""
     def held(role: str, table: str) -> list[str]:
         row = prod.admin.execute(
             "select string_agg(p, ',' order by p) from unnest(array['SELECT', 'INSERT',"
@@ -352,18 +375,15 @@ def test_grants_of_owned_tables_and_profile_columns_are_set_exactly(prod: Supaba
         return (row[0] or "").split(",") if row and row[0] else []
 
     assert "TRUNCATE" in held("anon", "chat_messages")  # before
+    profiles = {role: held(role, "profiles") for role in ("anon", "authenticated")}
     adopt(prod)
-    for table in ("chat_sessions", "chat_messages", "user_usage_daily", "profiles"):
-        assert held("anon", table) == []
-    assert held("authenticated", "chat_messages") == ["DELETE", "INSERT", "SELECT", "UPDATE"]
-    assert held("authenticated", "user_usage_daily") == ["SELECT"]
-    assert held("authenticated", "profiles") == ["SELECT"]
-    updatable = prod.admin.execute(
-        "select string_agg(attname, ',' order by attname) from pg_attribute"
-        " where attrelid = 'public.profiles'::regclass and attnum > 0 and not attisdropped"
-        " and has_column_privilege('authenticated', attrelid, attnum, 'UPDATE')").fetchone()
-    assert updatable == ("avatar_url,default_model,full_name,session_preferences,system_prompt,"
-                         "temperature,ui_preferences",)  # not allowed_models, tier, credits
+    crud = ["DELETE", "INSERT", "SELECT", "UPDATE"]
+    for table in ("chat_sessions", "chat_messages", "user_usage_daily"):
+        for role in ("anon", "authenticated", "service_role"):
+            assert held(role, table) == crud, (role, table)
+    assert {role: held(role, "profiles") for role in ("anon", "authenticated")} == profiles
+    migrate.rollback(prod.dsn, to="0001_supabase_standin")
+    assert "TRUNCATE" in held("anon", "chat_messages")  # given back
 
 
 APP_SESSION_TRIGGER = """
@@ -439,16 +459,18 @@ def test_a_missing_required_column_is_refused_and_nothing_changes(
         prod: SupabaseDb, dump_schema: DumpSchema) -> None:
     with psycopg.connect(prod.dsn) as conn:
         conn.execute("alter table chat_messages drop column completion_id")
-        conn.execute("alter table user_usage_daily drop column models_used")
+        conn.execute("alter table user_usage_daily drop column output_tokens")
     prod.admin.commit()
     before = dump_schema(prod.admin_dsn, exclude_schemas=("pgchat_migrations",))
     dry = run("migrate", "--dry-run", "--dsn", prod.dsn)
     assert dry.exit_code == 1
-    assert "public.chat_messages.completion_id, public.user_usage_daily.models_used" in dry.output
+    assert "public.chat_messages.completion_id, public.user_usage_daily.output_tokens" \
+        in dry.output
+    assert "Traceback" not in dry.output and "database error" not in dry.output
     result = run("migrate", "--dsn", prod.dsn)
     assert result.exit_code == 1
     assert ("missing columns public.chat_messages.completion_id,"
-            " public.user_usage_daily.models_used (add them") in result.output
+            " public.user_usage_daily.output_tokens (add them") in result.output
     assert "Traceback" not in result.output
     assert dump_schema(prod.admin_dsn, exclude_schemas=("pgchat_migrations",)) == before
 
@@ -481,14 +503,26 @@ def test_rolling_back_the_baseline_restores_the_replaced_policies(prod: Supabase
     assert rules() == before
 
 
-def test_rollback_all_of_an_adopted_database_refuses_and_keeps_everything(
+def test_rollback_all_of_an_adopted_database_gives_the_app_back_and_keeps_the_ledger(
         prod: SupabaseDb, dump_schema: DumpSchema) -> None:
+    prod.admin.commit()
+    app = dump_schema(prod.admin_dsn, exclude_schemas=("pgchat", "pgchat_migrations"))
+    rows = table_counts(prod.admin)
+    prod.admin.commit()
     adopt(prod)
-    before = dump_schema(prod.admin_dsn)
+    ledger = prod.admin.execute("select count(*) from pgchat.usage_ledger").fetchone()
+    prod.admin.commit()
     result = run("rollback", "--all", "--dsn", prod.dsn)
-    assert result.exit_code == 1
-    assert "refusing to drop pgchat.usage_ledger" in result.output
-    assert dump_schema(prod.admin_dsn) == before
+    assert result.exit_code == 0, result.output
+    # The app's triggers, functions, policies and grants as they were; every row kept.
+    assert dump_schema(prod.admin_dsn, exclude_schemas=("pgchat", "pgchat_migrations")) == app
+    assert table_counts(prod.admin) == rows
+    # pgchat's record stays, for a later adoption that counts nothing twice.
+    assert prod.admin.execute("select count(*) from pgchat.usage_ledger").fetchone() == ledger
+    prod.admin.commit()
+    adopt(prod)  # again: nothing counted twice, the counters repaired as on first adoption
+    assert run("usage", "rebuild", "--yes", "--dsn", prod.dsn).exit_code == 0
+    assert usage_drift(prod.admin) == []
 
 
 def test_the_apps_own_sync_function_is_replaced_and_restored_by_the_rollback(

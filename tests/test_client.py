@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 import pgchat
 from pgchat import AsyncClient, Client, DailyUsage, ExchangeResult, NotMigrated, SyncReport
-from tests.helpers import make_user, message
+from tests.helpers import as_pgchat, make_user, message
 
 IDLE, INTRANS, INERROR = (pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS,
                           pq.TransactionStatus.INERROR)
@@ -56,6 +56,7 @@ def committed_messages(dsn: str, user: UUID) -> int:
 def damage(dsn: str, user: UUID) -> None:
     """Make one of the user's counters disagree with the ledger (committed)."""
     with psycopg.connect(dsn) as conn:
+        as_pgchat(conn)
         conn.execute("update public.user_usage_daily set input_tokens = input_tokens + 1000"
                      " where user_id = %s", (user,))
 

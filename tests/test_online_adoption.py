@@ -254,10 +254,11 @@ def test_rebuild_holds_one_batch_of_users_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A booking waits at most behind its own user's batch; nobody else's waits at all."""
-    from tests.helpers import make_user
+    from tests.helpers import as_pgchat, make_user
 
     setup = autocommit_conn(db_dsn)
     first, second = sorted(make_user(setup) for _ in range(2))
+    as_pgchat(setup, local=False)  # damage on purpose, past the guards
     for user in (first, second):  # drift for both: something to rebuild
         setup.execute("UPDATE public.user_usage_daily SET messages_sent = 0 WHERE user_id = %s",
                       (user,))

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from pgchat import usage
 from tests.helpers import (
+    as_pgchat,
     make_session,
     make_user,
     session_drift,
@@ -270,6 +271,7 @@ def test_rebuilds_while_writers_write_lose_no_increment(
     def work(conn: psycopg.Connection, n: int) -> None:
         if n == WRITERS - 1:
             for _ in range(10):
+                as_pgchat(conn)  # damage on purpose, past the guards
                 conn.execute("UPDATE public.user_usage_daily SET input_tokens = input_tokens + 1000"
                              " WHERE user_id = %s", (user,))
                 usage.rebuild(conn, user)
