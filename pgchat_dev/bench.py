@@ -330,7 +330,7 @@ def _exchange_legacy(conn: psycopg.Connection, user_id: uuid.UUID, session_id: s
 
 def _exchange_pgchat(conn: psycopg.Connection, user_id: uuid.UUID, session_id: str,
                      user: Message, assistant: Message) -> None:
-    # Straight SQL, not pgchat.sync: a deadlock must keep its SQLSTATE to be counted as one.
+    # Straight SQL, not pgchat.chat: a deadlock must keep its SQLSTATE to be counted as one.
     conn.execute("SELECT public.write_chat_exchange(%s, %s, %s, %s)",
                  (str(user_id), session_id, Jsonb(user), Jsonb(assistant)))
 

