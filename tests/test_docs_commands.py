@@ -1,4 +1,4 @@
-"""Every `pgchat …` command the README and docs/ show exists, with every option it shows.
+"""Every `pgchat …` command the README, the changelog and docs/ show exists, with its options.
 
 A command is taken from fenced code blocks (where `pgchat` starts a shell command: at the start
 of a line, after a `$ ` prompt, `VAR=value` assignments or a `.venv/bin/` path, or after `&&`,
@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from pgchat.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_LIMIT = 30_000
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
 _INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
@@ -131,6 +132,13 @@ def test_every_command_the_docs_show_exists() -> None:
     shown = _shown_in_docs()
     assert len(shown) >= 30, [s.text for s in shown]  # the extractor still finds them
     assert [p for s in shown for p in problems(s)] == []
+
+
+def test_the_readme_is_short_and_starts_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) <= README_LIMIT, len(readme)
+    top = readme[:2_500]
+    assert "make demo" in top and "make test" in top
 
 
 # --- the extractor and the checker themselves ---------------------------------------------
