@@ -45,8 +45,8 @@ SQUAWK         := $(BIN)/squawk --pg-version=15.0 \
                   --exclude=require-lock-timeout,require-statement-timeout,prefer-bigint-over-int
 
 lint: $(STAMP)
-	$(BIN)/ruff check pgchat tests
-	$(BIN)/mypy pgchat
+	$(BIN)/ruff check pgchat pgchat_dev tests
+	$(BIN)/mypy pgchat pgchat_dev
 	$(SQUAWK) --assume-in-transaction $(filter-out $(NON_TX),$(FORWARD))
 	$(SQUAWK) $(NON_TX)
 
@@ -56,7 +56,7 @@ bench: $(STAMP)
 ## sql/schema.sql from the migrations (a throwaway embedded PostgreSQL 18); rerun after
 ## changing a migration: the suite fails while the file and the migrations disagree.
 schema: $(STAMP)
-	$(BIN)/python -m pgchat.schema
+	$(BIN)/python -m pgchat_dev.schema
 
 clean:
 	rm -rf $(VENV) .pgchat .pytest_cache .mypy_cache .ruff_cache

@@ -506,16 +506,18 @@ def sync_command(user_id: UUID, source: IO[bytes], dsn: str | None, batch_size: 
 
 
 def _checkout_only(name: str) -> Any:
-    """The demo and the bench are development tools: in a checkout, not in the wheel."""
+    """The demo and the bench are development tools (pgchat_dev): in a checkout, not the wheel."""
     import importlib
 
     try:
-        return importlib.import_module(f"pgchat.{name}")
+        return importlib.import_module(f"pgchat_dev.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name != f"pgchat.{name}":
+        if exc.name not in ("pgchat_dev", f"pgchat_dev.{name}"):
             raise
-        raise UsageError(f"`pgchat {name}` runs from a checkout of pgchat's repository "
-                         f"(make {name}); an installed pgchat does not ship it") from None
+        command = name.split("_")[0]
+        raise UsageError(f"`pgchat {command}` is a development tool: it runs from a checkout of "
+                         f"pgchat's repository (make {command}), not from an installed "
+                         "pgchat") from None
 
 
 @main.command("demo")

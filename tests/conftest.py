@@ -41,7 +41,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pytest_postgresql import factories
 
-from pgchat import migrate, server
+from pgchat import migrate
+from pgchat_dev import servers
 from tests import legacy_data, supabase
 from tests.helpers import schema_dump
 
@@ -101,7 +102,7 @@ def _start_server() -> PgServer:
     else:
         if bin_env and not (bin_dir / "postgres").exists():
             raise pytest.UsageError(f"PGCHAT_TEST_PG_BIN={bin_env}: no postgres binary there")
-        srv = _STACK.enter_context(server.throwaway(bin_dir if bin_env else None))
+        srv = _STACK.enter_context(servers.throwaway(bin_dir if bin_env else None))
         host, port, user, password, dbname = srv.socket_dir, srv.port, "postgres", None, "postgres"
         origin = f"throwaway, binaries from {bin_env}" if bin_env else "throwaway, embedded"
     version = _server_version(host, port, user, password, dbname)

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from pgchat import bench
 from pgchat.cli import main
 from pgchat.errors import UsageError
+from pgchat_dev import bench
 from tests.conftest import PgServer
 
 

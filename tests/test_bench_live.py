@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from pgchat import bench_live
 from pgchat.cli import main
+from pgchat_dev import bench_live
 from tests.conftest import PgServer
 
 

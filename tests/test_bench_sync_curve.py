@@ -11,8 +11,8 @@ import os
 import psycopg
 from click.testing import CliRunner
 
-from pgchat import bench
 from pgchat.cli import main
+from pgchat_dev import bench
 from tests.conftest import PgServer
 
 

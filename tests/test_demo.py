@@ -1,6 +1,6 @@
 """`pgchat demo`: the seeds' story on the legacy schema and on pgchat, side by side, with the truth.
 
-The demo and these tests share one story (pgchat.scenario): what the demo prints is what is
+The demo and these tests share one story (pgchat_dev.scenario): what the demo prints is what is
 asserted here. Each test's demo writes into the test's migrated database and rebuilds its legacy
 side in `<test database>_legacy_demo` on the same server, dropped again afterwards.
 """
@@ -18,9 +18,10 @@ from click.testing import CliRunner, Result
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgchat import demo, migrate, scenario, usage
+from pgchat import migrate, usage
 from pgchat.cli import main
 from pgchat.errors import UsageError
+from pgchat_dev import demo, scenario
 
 RunDemo = Callable[[], demo.DemoResult]
 

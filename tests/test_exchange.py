@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 import pgchat.chat as chat
-from pgchat import PermissionDenied, ValidationError, demo, scenario
+from pgchat import PermissionDenied, ValidationError
+from pgchat_dev import demo, scenario
 from tests.helpers import make_user, message, row_versions, session_drift, usage_drift, usage_state
 
 

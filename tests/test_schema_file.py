@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 
-from pgchat import schema
+from pgchat_dev import schema
 from tests.conftest import PgServer
 
 

@@ -21,7 +21,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import pgchat.chat as chat
-from pgchat import Conflict, ValidationError, demo, scenario
+from pgchat import Conflict, ValidationError
+from pgchat_dev import demo, scenario
 from tests.helpers import make_user, message, row_versions, session_drift, usage_drift, usage_state
 
 REPORT_FIELDS = {

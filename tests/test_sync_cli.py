@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import pgchat.chat as chat
-from pgchat import PermissionDenied, ValidationError, scenario
+from pgchat import PermissionDenied, ValidationError
 from pgchat.cli import main
+from pgchat_dev import scenario
 from tests.helpers import make_user, message
 
 # --- the Python API ---------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 import pgchat.chat as chat
-from pgchat import ValidationError, scenario
+from pgchat import ValidationError
 from pgchat.errors import from_database
+from pgchat_dev import scenario
 from tests.helpers import make_user, message, session_drift, usage_drift
 
 SETTINGS = {

@@ -19,8 +19,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from pgchat import migrate, scenario
+from pgchat import migrate
 from pgchat.cli import main
+from pgchat_dev import scenario
 from tests.helpers import session_drift, usage_drift
 from tests.legacy_data import LegacyData, install_legacy_schema
 

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from pgchat import scenario
 from pgchat.errors import ValidationError
 from pgchat.usage import track_usage
+from pgchat_dev import scenario
 from tests.helpers import (
     make_user,
     session_drift,

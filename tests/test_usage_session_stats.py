@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from pgchat import scenario
+from pgchat_dev import scenario
 from tests.helpers import make_user, session_drift, write_messages
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

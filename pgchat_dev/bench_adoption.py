@@ -24,9 +24,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgchat import migrate, server, usage
+from pgchat import migrate, usage
 from pgchat.connect import connect
 from pgchat.paths import migrations_dir, sql_dir
+from pgchat_dev import servers
 
 DEFAULT_MESSAGES = 1_000_000
 DATABASE = "bench_adoption"
@@ -279,7 +280,7 @@ def _database(dsn: str | None, bin_dir: Path | None) -> Iterator[tuple[str, str]
     """A fresh database: on a throwaway server, or created (and dropped) on `dsn`'s server."""
     with contextlib.ExitStack() as stack:
         if dsn is None:
-            srv = stack.enter_context(server.throwaway(bin_dir))
+            srv = stack.enter_context(servers.throwaway(bin_dir))
             server_dsn = srv.url("postgres")
         else:
             server_dsn = dsn

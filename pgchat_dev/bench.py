@@ -51,11 +51,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
-from pgchat import migrate, scenario, server
+from pgchat import migrate
 from pgchat import usage as usage_api
 from pgchat.connect import connect, one_line
 from pgchat.errors import PgchatError, UsageError
 from pgchat.paths import migrations_dir, sql_dir
+from pgchat_dev import scenario, servers
 
 SYSTEMS = ("legacy", "pgchat", "floor")
 Progress = Callable[[str], None]
@@ -329,7 +330,7 @@ def _exchange_legacy(conn: psycopg.Connection, user_id: uuid.UUID, session_id: s
 
 def _exchange_pgchat(conn: psycopg.Connection, user_id: uuid.UUID, session_id: str,
                      user: Message, assistant: Message) -> None:
-    # Straight SQL, not pgchat.sync: a deadlock must keep its SQLSTATE to be counted as one.
+    # Straight SQL, not pgchat.chat: a deadlock must keep its SQLSTATE to be counted as one.
     conn.execute("SELECT public.write_chat_exchange(%s, %s, %s, %s)",
                  (str(user_id), session_id, Jsonb(user), Jsonb(assistant)))
 
@@ -789,7 +790,7 @@ def run(cfg: Config, *, dsn: str | None = None, bin_dir: Path | None = None,
             server_dsn, origin, drop = dsn, "existing server (--dsn)", True
             names = {s: f"{db_prefix}{s}" for s in SYSTEMS}
         else:
-            srv = stack.enter_context(server.throwaway(bin_dir))
+            srv = stack.enter_context(servers.throwaway(bin_dir))
             server_dsn, drop = srv.url("postgres"), False
             origin = f"throwaway, binaries from {bin_dir}" if bin_dir else "throwaway, embedded"
             names = {s: s for s in SYSTEMS}
@@ -999,7 +1000,8 @@ def sync_curve(sizes: tuple[int, ...] = SYNC_CURVE_SIZES, *, dsn: str | None = N
         if dsn is not None:
             server_dsn, drop = dsn, True
         else:
-            server_dsn, drop = stack.enter_context(server.throwaway(bin_dir)).url("postgres"), False
+            srv = stack.enter_context(servers.throwaway(bin_dir))
+            server_dsn, drop = srv.url("postgres"), False
         name = f"{db_prefix}sync_curve"
         _create_database(server_dsn, name)
         if drop:

@@ -1,6 +1,6 @@
 """The current schema in one file: sql/schema.sql, the normalized dump of a migrated database.
 
-`make schema` (`python -m pgchat.schema`) applies every migration to an empty database on a
+`make schema` (`python -m pgchat_dev.schema`) applies every migration to an empty database on a
 throwaway embedded PostgreSQL 18 and writes the file; `--check` only compares. The test
 tests/test_schema_file.py compares the file with the test server's migrated database: exactly on
 the file's major version, semantically on another (PostgreSQL 15 prints a view's columns
@@ -80,8 +80,9 @@ def generate() -> str:
     import psycopg
 
     from pgchat import migrate, server
+    from pgchat_dev import servers
 
-    with server.throwaway() as srv:
+    with servers.throwaway() as srv:
         with psycopg.connect(srv.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE pgchat_schema")
         migrate.migrate(srv.url("pgchat_schema"))
@@ -90,7 +91,7 @@ def generate() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pgchat.schema", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pgchat_dev.schema", description=__doc__)
     parser.add_argument("--check", action="store_true",
                         help="Exit 1 if the file differs from the migrations; write nothing.")
     args = parser.parse_args(argv)

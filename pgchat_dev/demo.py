@@ -6,11 +6,11 @@ look at it afterwards). The legacy side is a database of its own, `<target>_lega
 and recreated on every run from the auth stand-in (migration 0001, executed raw, as a Supabase
 project would have it) and the legacy fixture `sql/legacy/schema.sql`, bugs included.
 
-The story (`pgchat.scenario.story`, the one the tests use) is written on both sides, step by step:
-the sign-in upload, the same upload again and again, a failed message and its retry (seed 002:
+The story (`pgchat_dev.scenario.story`, the one the tests use) is written on both sides, step by
+step: the sign-in upload, the same upload again and again, a failed message and its retry (seed 002:
 the retry reuses the message id), deleting a conversation and uploading it once more. After each
 step the usage counters of both sides are read and set beside the true, exactly-once value
-(`pgchat.scenario.truth`); the rows each step wrote are read from `pg_stat_xact_user_tables`
+(`pgchat_dev.scenario.truth`); the rows each step wrote are read from `pg_stat_xact_user_tables`
 inside the step's transactions, before they commit, so other activity cannot blur them.
 
 Every function here returns data; `render` turns a `DemoResult` into the text for people.
@@ -35,11 +35,12 @@ from psycopg.conninfo import make_conninfo
 
 from pgchat import chat as chat_api
 from pgchat import migrate as migrations
-from pgchat import scenario, server
+from pgchat import server
 from pgchat import usage as usage_api
 from pgchat.connect import EMBEDDED, Target, connect, describe, resolve
 from pgchat.errors import ConnectionFailed, PermissionDenied, UsageError, ValidationError
 from pgchat.paths import migrations_dir, sql_dir
+from pgchat_dev import scenario
 
 Progress = Callable[[str], None]
 

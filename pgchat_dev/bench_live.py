@@ -39,9 +39,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgchat import bench, scenario, server
 from pgchat import usage as usage_api
 from pgchat.connect import connect
+from pgchat_dev import bench, scenario, servers
 
 Progress = Callable[[str], None]
 Message = dict[str, Any]
@@ -316,7 +316,7 @@ def run(cfg: LiveConfig, *, dsn: str | None = None, bin_dir: Path | None = None,
             server_dsn, origin, drop = dsn, "existing server (--dsn)", True
             names = {s: f"{db_prefix}{s}" for s in bench.SYSTEMS}
         else:
-            srv = stack.enter_context(server.throwaway(bin_dir))
+            srv = stack.enter_context(servers.throwaway(bin_dir))
             server_dsn, drop = srv.url("postgres"), False
             origin = f"throwaway, binaries from {bin_dir}" if bin_dir else "throwaway, embedded"
             names = {s: s for s in bench.SYSTEMS}
