@@ -6,7 +6,13 @@ What this adds to yoyo:
 - a session advisory lock, so two `migrate` runs at once never both apply (the second waits,
   then finds nothing to do), and a killed run leaves no stale lock behind;
 - a checksum per applied migration, so `status` reports files edited after they were applied;
-- yoyo's tables live in their own schema (`pgchat_migrations`), never in the API-exposed `public`.
+- yoyo's tables live in their own schema (`pgchat_migrations`), never in the API-exposed `public`;
+- a transaction pooler (Supabase's port 6543, pgbouncer `pool_mode = transaction`) is refused
+  before anything is locked or created (PoolerRefused, exit 2): the advisory lock, yoyo's
+  prepared statements and CREATE INDEX CONCURRENTLY all need a session of their own, which such
+  a pooler does not give (pgchat.connect.transaction_pooler says how it is detected);
+- a run waiting for the migration lock says who holds it (pid, application_name, since when)
+  and gives up after `lock_wait` seconds (the CLI: its --lock-timeout) with LockTimeout.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 from yoyo.migrations import get_migration_hash
 
-from pgchat.connect import connect, one_line
-from pgchat.errors import LockTimeout, MigrationError, UsageError
+from pgchat.connect import connect, one_line, transaction_pooler
+from pgchat.errors import LockTimeout, MigrationError, PoolerRefused, UsageError, diagnostics
 from pgchat.paths import migrations_dir
 
 SCHEMA = "pgchat_migrations"
@@ -36,6 +42,25 @@ _LOCK_KEY = 0x70676368_6D696772  # 'pgch' 'migr': pg_advisory_lock key for migra
 _SETUP_LOCK_KEY = _LOCK_KEY + 1  # held briefly while creating the bookkeeping schema and tables
 DEFAULT_LOCK_TIMEOUT = "5s"
 _DURATION = re.compile(r"([0-9]{1,9})(us|ms|s|min|h|d)")
+_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+APPLICATION_NAME = "pgchat migrate"  # what pg_stat_activity shows for a running migrate/rollback
+
+
+def duration_seconds(setting: str) -> float:
+    """A lock_timeout_setting() value (5s, 500ms, 1min) in seconds."""
+    found = _DURATION.fullmatch(lock_timeout_setting(setting))
+    assert found is not None
+    return int(found.group(1)) * _SECONDS[found.group(2)]
+
+
+def refuse_transaction_pooler(dsn: str, what: str) -> None:
+    """PoolerRefused, before any lock or change, when `dsn` goes through a transaction pooler."""
+    reason = transaction_pooler(dsn)
+    if reason is not None:
+        raise PoolerRefused(
+            f"pgchat {what} needs a session of its own and {reason}: give the direct connection "
+            "(Supabase: db.<project>.supabase.co:5432) or the session pooler (port 5432), not "
+            "the transaction pooler (port 6543); nothing was done")
 
 
 def lock_timeout_setting(value: str) -> str:
@@ -55,7 +80,8 @@ class _Backend(PostgresqlPsycopgBackend):  # type: ignore[misc]
 
     def connect(self, dburi: Any) -> psycopg.Connection:
         self.schema = SCHEMA
-        return connect(dburi.args["pgchat_dsn"], autocommit=True)
+        return connect(dburi.args["pgchat_dsn"], autocommit=True,
+                       application_name=APPLICATION_NAME)
 
 
 @dataclass(frozen=True)
@@ -93,7 +119,7 @@ def _ensure_schema(conn: psycopg.Connection) -> None:
 @contextmanager
 def _backend(dsn: str) -> Iterator[_Backend]:
     uri = parse_uri("postgresql+psycopg://")._replace(args={"pgchat_dsn": dsn})
-    with connect(dsn, autocommit=True) as setup:
+    with connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as setup:
         # Runs starting at once take turns at the first-time set-up: concurrent CREATE ... IF NOT
         # EXISTS (ours and yoyo's) still collide in the catalog. Closing `setup` unlocks.
         setup.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
@@ -111,16 +137,42 @@ def _backend(dsn: str) -> Iterator[_Backend]:
         backend.connection.close()
 
 
+def _lock_holder(backend: _Backend) -> str:
+    """Who holds the migration lock: pid, application_name, since when (its connection)."""
+    row = backend.execute(
+        "SELECT a.pid, a.application_name, a.backend_start, a.client_addr, a.state"
+        " FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        f" AND l.classid = {_LOCK_KEY >> 32} AND l.objid = {_LOCK_KEY & 0xFFFFFFFF}"
+        " AND l.database = (SELECT oid FROM pg_catalog.pg_database"
+        "                   WHERE datname = current_database())"
+    ).fetchone()
+    if row is None:
+        return "held by a session this role cannot see"
+    pid, app, since, addr, state = row
+    start = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "?"
+    origin = f", from {addr}" if addr else ""
+    return (f"held by pid {pid} (application_name {app or ''!r}{origin}, connected since "
+            f"{start}, {state or 'state unknown'})")
+
+
 @contextmanager
-def _exclusive(backend: _Backend, wait_seconds: float) -> Iterator[None]:
-    """Hold the migration lock; wait up to `wait_seconds` for another run to finish."""
+def _exclusive(backend: _Backend, wait_seconds: float,
+               progress: Progress | None = None) -> Iterator[None]:
+    """Hold the migration lock; wait up to `wait_seconds` for another run to finish, saying
+    who holds it."""
     deadline = time.monotonic() + wait_seconds
+    said = False
     while not backend.execute(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").fetchone()[0]:
+        holder = _lock_holder(backend)
         if time.monotonic() > deadline:
             raise LockTimeout(
-                f"another pgchat migrate/rollback is running on this database "
-                f"(waited {wait_seconds:g}s); nothing was changed"
+                f"another pgchat migrate/rollback holds the migration lock, {holder}; gave up "
+                f"after {wait_seconds:g}s; nothing was changed"
             )
+        if progress and not said:
+            progress(f"waiting up to {wait_seconds:g}s for the migration lock, {holder}")
+            said = True
         time.sleep(0.2)
     try:
         yield
@@ -128,11 +180,12 @@ def _exclusive(backend: _Backend, wait_seconds: float) -> Iterator[None]:
         backend.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
 
 
+_APPLIED = (f"SELECT m.migration_id, m.applied_at_utc, c.sha256 FROM {SCHEMA}._yoyo_migration m"
+            f" LEFT JOIN {SCHEMA}.pgchat_checksum c ON c.migration_id = m.migration_id")
+
+
 def _applied(backend: _Backend) -> dict[str, tuple[datetime | None, str | None]]:
-    rows = backend.execute(
-        f"SELECT m.migration_id, m.applied_at_utc, c.sha256 FROM {SCHEMA}._yoyo_migration m"
-        f" LEFT JOIN {SCHEMA}.pgchat_checksum c ON c.migration_id = m.migration_id"
-    ).fetchall()
+    rows = backend.execute(_APPLIED).fetchall()
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
@@ -151,8 +204,10 @@ def status(dsn: str) -> list[MigrationState]:
     """Every migration on disk or in the database: applied or pending, and drift."""
     applied: dict[str, tuple[datetime | None, str | None]] = {}
     if _ever_migrated(dsn):  # else all is pending: a read-only look must not create bookkeeping
-        with _backend(dsn) as backend:
-            applied = _applied(backend)
+        # A plain read, no lock and no set-up: it works through a transaction pooler too.
+        with connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+            rows = conn.execute(_APPLIED).fetchall()
+        applied = {row[0]: (row[1], row[2]) for row in rows}
     states = []
     on_disk = [m.id for m in _migrations()]
     for mid in on_disk:
@@ -205,14 +260,16 @@ def _run_one(backend: _Backend, migration: Any, direction: str, lock_timeout: st
                     f"DELETE FROM {SCHEMA}.pgchat_checksum WHERE migration_id = :id",
                     {"id": migration.id},
                 )
-    except psycopg.errors.LockNotAvailable:
+    except psycopg.errors.LockNotAvailable as exc:
         raise MigrationError(
             f"{migration.id}: could not get a lock within lock_timeout={lock_timeout} "
-            "(a long transaction holds a table it needs); nothing was changed, retry later"
-        ) from None
+            "(a long transaction holds a table it needs); nothing was changed, retry later",
+            **diagnostics(exc),
+        ) from exc
     except psycopg.Error as exc:
         verb = "apply" if direction == "apply" else "roll back"
-        raise MigrationError(f"cannot {verb} {migration.id}: {one_line(exc)}") from None
+        raise MigrationError(f"cannot {verb} {migration.id}: {one_line(exc)}",
+                             **diagnostics(exc)) from exc
 
 
 def _select(ids: list[str], target: str | None, *, inclusive: bool) -> list[str]:
@@ -230,16 +287,20 @@ def migrate(
     to: str | None = None,
     dry_run: bool = False,
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
-    lock_wait: float = 60.0,
+    lock_wait: float | None = 60.0,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Apply pending migrations (up to and including `to`); return the ids applied or planned."""
+    """Apply pending migrations (up to and including `to`); return the ids applied or planned.
+
+    `lock_wait`: how long to wait for another migrate/rollback (None: `lock_timeout`)."""
     all_ids = [m.id for m in _migrations()]
     if to is not None and to not in all_ids:
         raise UsageError(f"unknown migration id: {to}")
+    refuse_transaction_pooler(dsn, "migrate")
     if dry_run and not _ever_migrated(dsn):
         return _select(all_ids, to, inclusive=True)  # all of it; and a dry run creates nothing
-    with _backend(dsn) as backend, _exclusive(backend, lock_wait):
+    wait = duration_seconds(lock_timeout) if lock_wait is None else lock_wait
+    with _backend(dsn) as backend, _exclusive(backend, wait, progress):
         pending = {m.id: m for m in backend.to_apply(_migrations())}
         ids = [mid for mid in _select(all_ids, to, inclusive=True) if mid in pending]
         if dry_run:
@@ -280,7 +341,7 @@ def rollback(
     steps: int | None = None,
     dry_run: bool = False,
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
-    lock_wait: float = 60.0,
+    lock_wait: float | None = 60.0,
     progress: Progress | None = None,
 ) -> list[str]:
     """Roll back the newest `steps` migrations, or all after `to` ("base": all of them)."""
@@ -288,9 +349,11 @@ def rollback(
         raise UsageError("give --to or --steps, not both")
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
+    refuse_transaction_pooler(dsn, "rollback")
     if not _ever_migrated(dsn):
         return []  # never migrated: nothing to roll back, and looking creates nothing
-    with _backend(dsn) as backend, _exclusive(backend, lock_wait):
+    wait = duration_seconds(lock_timeout) if lock_wait is None else lock_wait
+    with _backend(dsn) as backend, _exclusive(backend, wait, progress):
         applied_ids = list(_applied(backend))
         on_disk = {m.id: m for m in _migrations()}
         missing = [mid for mid in applied_ids if mid not in on_disk]

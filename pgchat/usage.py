@@ -92,11 +92,35 @@ def show_query(user_id: UUID | str, date_from: date | None = None,
     )
 
 
+_INT4_MAX = 2_147_483_647
+_EVENT_MAX = 10_000_000  # public.track_user_usage's bound on one event's tokens and seconds
+
+
+def _count(event_key: str, name: str, value: Any) -> None:
+    """A count as public.track_user_usage takes it, checked before sending with the function's
+    own bounds: psycopg sends a Python int past an SQL integer as bigint, and no function of
+    that signature exists, so the server would answer "function does not exist" instead of
+    naming the field."""
+    where = f"track_usage (event {event_key!r}): {name}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{where} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValidationError(f"{where} must not be negative, got {value}")
+    bound = _INT4_MAX if name.startswith("messages_") else _EVENT_MAX
+    if value > bound:
+        raise ValidationError(f"{where} must be at most {bound}, got {value}")
+
+
 def track_usage_query(
     user_id: UUID | str, event_key: str, usage_date: date, *, messages_sent: int = 0,
     messages_received: int = 0, input_tokens: int = 0, output_tokens: int = 0,
     model_used: str | None = None, session_created: bool = False, active_seconds: int = 0,
 ) -> Query[bool]:
+    counts = {"messages_sent": messages_sent, "messages_received": messages_received,
+              "input_tokens": input_tokens, "output_tokens": output_tokens,
+              "active_seconds": active_seconds}
+    for name, value in counts.items():
+        _count(event_key, name, value)
     return Query(
         "SELECT public.track_user_usage(p_user_id => %s, p_event_key => %s, p_usage_date => %s,"
         " p_messages_sent => %s, p_messages_received => %s, p_input_tokens => %s,"
