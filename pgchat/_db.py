@@ -48,6 +48,8 @@ Row = tuple[Any, ...]
 
 # What a database without pgchat's migrations answers: no such function, schema or table.
 _MISSING_OBJECT = {"42883", "3F000", "42P01"}
+# The server ended the session: shutdown (admin, crash), cannot connect now, database dropped.
+_CONNECTION_LOST = {"57P01", "57P02", "57P03", "57P04", "57P05"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def as_pgchat(exc: psycopg.Error) -> PgchatError:
         return NotMigrated(f"pgchat's schema is not in this database, or not this version of "
                            f"it ({primary}): run `pgchat migrate` first", **found)
     if (isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-            and (state is None or state[:2] in ("08", "57"))):
+            and (state is None or state.startswith("08") or state in _CONNECTION_LOST)):
         return ConnectionFailed(f"database connection failed: {primary}", **found)
     return DatabaseError(f"database error: {primary}", **found)
 

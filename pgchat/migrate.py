@@ -289,10 +289,13 @@ def migrate(
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
     lock_wait: float | None = 60.0,
     progress: Progress | None = None,
+    started: Progress | None = None,
 ) -> list[str]:
     """Apply pending migrations (up to and including `to`); return the ids applied or planned.
 
-    `lock_wait`: how long to wait for another migrate/rollback (None: `lock_timeout`)."""
+    `lock_wait`: how long to wait for another migrate/rollback (None: `lock_timeout`).
+    `progress` gets a line after each migration (and its `pgchat:` notices); `started` a line
+    when each one starts and every `pgchat:` notice as it arrives (the CLI: on a terminal)."""
     all_ids = [m.id for m in _migrations()]
     if to is not None and to not in all_ids:
         raise UsageError(f"unknown migration id: {to}")
@@ -308,11 +311,17 @@ def migrate(
         _refuse_blocked(dsn, ids)
         notices: list[str] = []
         # Migrations speak to the operator through NOTICEs that start with "pgchat:".
-        backend.connection.add_notice_handler(
-            lambda d: notices.append(d.message_primary or "")
-            if (d.message_primary or "").startswith("pgchat:") else None
-        )
-        for mid in ids:
+        def notice(d: psycopg.errors.Diagnostic) -> None:
+            text = d.message_primary or ""
+            if text.startswith("pgchat:"):
+                notices.append(text)
+                if started:
+                    started(f"  {text}")
+
+        backend.connection.add_notice_handler(notice)
+        for n, mid in enumerate(ids, 1):
+            if started:
+                started(f"[{n}/{len(ids)}] applying {mid} ...")
             _run_one(backend, pending[mid], "apply", lock_timeout)
             if progress:
                 progress(f"applied {mid}")

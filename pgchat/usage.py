@@ -8,6 +8,7 @@ work — except `rebuild`, which is a repair and runs in a transaction of its ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -170,8 +171,14 @@ def verify(conn: psycopg.Connection[Any], user_id: UUID | str | None = None) -> 
     return run(conn, verify_query(user_id))
 
 
+def user_count(conn: psycopg.Connection[Any]) -> int:
+    """How many users (profiles) a whole-database rebuild goes through (for a progress bar)."""
+    return int(run(conn, Query("SELECT count(*) FROM public.profiles", (), one)))
+
+
 def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
-            dry_run: bool = False) -> list[Drift]:
+            dry_run: bool = False,
+            progress: Callable[[int], None] | None = None) -> list[Drift]:
     """Rewrite user_usage_daily and profiles.usage_stats from the ledger, and commit.
 
     Returns the differences that were (or, with `dry_run`, would be) repaired. Online: the
@@ -180,7 +187,9 @@ def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
     rewrites it, then commits; so what is reported is exactly what is changed, and no booking
     waits behind more than one batch. `dry_run` only reads (pgchat.usage_drift), taking no lock.
     A connection already inside a transaction is refused (UsageError), so the repair is never
-    left uncommitted in the caller's transaction.
+    left uncommitted in the caller's transaction. `progress` gets the number of users of each
+    batch once it is committed. No session state is used (the locks are the transaction's), so
+    a transaction pooler's connection works.
     """
     check_idle(conn.info.transaction_status)
     user = _user(user_id)
@@ -202,6 +211,8 @@ def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
                     if drift:
                         run(conn, rebuild_query(users))
                     repaired += drift
+            if progress and users:
+                progress(len(users))
             if not users or user is not None:
                 break
             after = users[-1]
