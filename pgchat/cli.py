@@ -352,10 +352,14 @@ def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeo
         files = migrations.write_supabase(supabase_dir, ids, lock_timeout)
         if as_json:
             emit_json({"migrations": ids, "written": [str(p) for p in files.written],
-                       "already_there": [str(p) for p in files.already_there]})
+                       "already_there": [str(p) for p in files.already_there],
+                       "online": [str(p) for p in files.online]})
             return
         for path in files.written:
             click.echo(str(path))
+        for path in files.online:
+            click.echo(f"online form, for psql outside a transaction (see its header): {path}",
+                       err=True)
         for path in files.already_there:
             click.echo(f"already there, left as it is: {path}")
         if not ids:
