@@ -150,3 +150,48 @@ def test_a_waiting_migrate_says_who_holds_the_lock_and_gives_up(db: psycopg.Conn
         assert json.loads(result.stdout)["code"] == "LockTimeout"
     result = CliRunner().invoke(main, ["migrate", "--dsn", db_dsn])
     assert result.exit_code == 0, result.output
+
+
+# --- progress: on stderr when it is a terminal, nothing otherwise ---------------------------
+
+
+def _rebuild_output(dsn: str, tty: bool) -> str:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "pgchat", "usage", "rebuild", "--yes", "--dsn", dsn]
+    if not tty:
+        return subprocess.run(args, capture_output=True, text=True, timeout=120,
+                              check=True).stderr
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=slave, timeout=120,
+                              check=True)
+        assert proc.returncode == 0
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_rebuild_shows_progress_only_on_a_terminal(db: psycopg.Connection, db_dsn: str) -> None:
+    user = make_user(db)
+    Client(db).track_usage(user, "p1", DAY, messages_sent=1)
+    db.execute("UPDATE public.user_usage_daily SET messages_sent = 9")
+    db.commit()
+    assert "rebuilding" in _rebuild_output(db_dsn, tty=True)
+    db.execute("UPDATE public.user_usage_daily SET messages_sent = 9")
+    db.commit()
+    quiet = _rebuild_output(db_dsn, tty=False)
+    assert "rebuilding" not in quiet and "comparing" not in quiet
