@@ -460,11 +460,20 @@ def _body(mid: str) -> str:
 # A migration declaring `-- transactional: false` is online under `pgchat migrate` (an index
 # built CONCURRENTLY, a backfill committing batch by batch). In a one-transaction script (the
 # SQL editor's `pgchat sql`, a Supabase CLI file) it cannot be: what it does there instead is
-# said in the files (OFFLINE_NOTES), and a Supabase file refuses it on a database with more than
-# OFFLINE_LIMIT chat messages, naming its online form (a file for psql, outside a transaction).
-# docs/adoption-export.md has the measured writer waits of both forms.
+# said in the files (OFFLINE_NOTES), and a Supabase file refuses it on a database larger than
+# its OFFLINE_LIMITS, naming its online form (a file for psql, outside a transaction).
+# docs/adoption-export.md has the measured writer waits of both forms: at 100,000 messages the
+# one-transaction index build held writers 0.2 s; the one-transaction backfill held them 2 s
+# and deadlocked with them (its statistics batches lock profiles and sessions batch by batch,
+# so across batches the lock order is not the writers' one): it runs in one transaction only
+# while the sessions fit in one statistics batch (200, c_stats_batch in 0003a).
 
-OFFLINE_LIMIT = 100_000
+OFFLINE_LIMIT = 100_000  # chat messages
+OFFLINE_SESSION_LIMIT = 200  # chat sessions: one statistics batch of 0003a
+OFFLINE_LIMITS: dict[str, tuple[tuple[str, int], ...]] = {
+    "0003a_adopt_existing_rows": (("chat_messages", OFFLINE_LIMIT),
+                                  ("chat_sessions", OFFLINE_SESSION_LIMIT)),
+}
 OFFLINE_NOTES = {
     "0002a_session_latest_index":
         "builds idx_chat_messages_session_latest WITHOUT CONCURRENTLY: every write to "
@@ -486,21 +495,24 @@ def _is_online_only(mid: str) -> bool:
     return bool(_NON_TRANSACTIONAL.search((migrations_dir() / f"{mid}.sql").read_text()))
 
 
+def _offline_limits(mid: str) -> tuple[tuple[str, int], ...]:
+    return OFFLINE_LIMITS.get(mid, (("chat_messages", OFFLINE_LIMIT),))
+
+
 def _offline_guard(mid: str, version: str, online: str) -> str:
     """In a Supabase file: refuse the one-transaction form of `mid` on a large database."""
     note = _offline_note(mid).replace("'", "''")
-    return (
-        "DO $pgchat_offline$ BEGIN\n"
-        "  IF to_regclass('public.chat_messages') IS NOT NULL AND (SELECT count(*) FROM (SELECT\n"
-        f"      FROM public.chat_messages LIMIT {OFFLINE_LIMIT + 1}) m) > {OFFLINE_LIMIT} THEN\n"
-        f"    RAISE EXCEPTION 'pgchat: chat_messages holds more than {OFFLINE_LIMIT} rows, and "
+    checks = "".join(
+        f"  IF to_regclass('public.{table}') IS NOT NULL AND (SELECT count(*) FROM (SELECT\n"
+        f"      FROM public.{table} LIMIT {limit + 1}) t) > {limit} THEN\n"
+        f"    RAISE EXCEPTION 'pgchat: {table} holds more than {limit} rows, and "
         f"this file {note}; nothing was changed'\n"
         f"      USING HINT = 'Run {online} with psql outside a transaction, over the direct "
         f"connection (psql -v ON_ERROR_STOP=1 -f FILE), then: supabase migration repair "
         f"--status applied {version}; then push again. See docs/adoption-export.md.';\n"
         "  END IF;\n"
-        "END $pgchat_offline$;\n"
-    )
+        for table, limit in _offline_limits(mid))
+    return f"DO $pgchat_offline$ BEGIN\n{checks}END $pgchat_offline$;\n"
 
 
 def _online_file(mid: str, version: str, timeout: str) -> str:
@@ -590,7 +602,7 @@ def write_supabase(
 
     The Supabase CLI runs each file in a transaction: a migration that is online only outside
     one (`-- transactional: false`) says so in its file, which refuses on a database of more
-    than OFFLINE_LIMIT chat messages; its online form, for psql, is written to the folder
+    than OFFLINE_LIMITS rows; its online form, for psql, is written to the folder
     ONLINE_FOLDER next to `directory` (where the Supabase CLI does not look).
     """
     timeout = lock_timeout_setting(lock_timeout)
@@ -620,12 +632,14 @@ def write_supabase(
                 if _is_online_only(mid):
                     online_path = directory.parent / ONLINE_FOLDER / path.name
                     online_name = f"{ONLINE_FOLDER}/{online_path.name}"
+                    limits = " or ".join(f"{limit} rows in {table}"
+                                         for table, limit in _offline_limits(mid))
                     header += (
                         "-- NOT ONLINE IN THIS FILE: the Supabase CLI runs it in one "
                         f"transaction, so it\n-- {_offline_note(mid)}.\n"
-                        f"-- With more than {OFFLINE_LIMIT} chat messages it refuses (changing "
-                        f"nothing) and names its online\n-- form, {online_name} "
-                        "(psql, outside a transaction); see docs/adoption-export.md.\n")
+                        f"-- With more than {limits} it refuses (changing nothing)\n"
+                        f"-- and names its online form, {online_name} (psql, outside a "
+                        "transaction);\n-- see docs/adoption-export.md.\n")
                     guard = (_guard(mid, f"if you ran {online_name}: supabase migration repair "
                                          f"--status applied {version}")
                              + _offline_guard(mid, version, online_name))

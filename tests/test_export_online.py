@@ -127,3 +127,35 @@ def test_an_online_file_refuses_to_run_before_what_it_depends_on(
         capture_output=True, text=True, timeout=120, check=False)
     assert psql.returncode != 0
     assert "needs 0003_usage_ledger applied first" in psql.stderr
+
+
+def test_the_backfill_runs_in_one_transaction_only_within_one_statistics_batch(
+        tmp_path: Path, empty_db: psycopg.Connection, empty_dsn: str) -> None:
+    """More sessions than one statistics batch: the one-transaction backfill would lock them
+    batch by batch, out of the writers' order (it deadlocked with a writer at 100,000
+    messages), so its file refuses even though the messages are few."""
+    files, online = _export(tmp_path)
+    empty_db.commit()
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        for path in files:
+            mid = path.name.split("_pgchat_", 1)[1].removesuffix(".sql")
+            if mid == "0003a_adopt_existing_rows":
+                with pytest.raises(psycopg.errors.RaiseException) as refused, conn.transaction():
+                    conn.execute(path.read_text())
+                assert (f"chat_sessions holds more than {migrate.OFFLINE_SESSION_LIMIT} rows"
+                        in refused.value.diag.message_primary)
+                assert online[mid].name in (refused.value.diag.message_hint or "")
+                break
+            with conn.transaction():
+                conn.execute(path.read_text())
+            if mid == "0002_baseline":
+                user = uuid4()
+                conn.execute("INSERT INTO auth.users (id, email) VALUES (%s, 'x@example.com')",
+                             (user,))
+                conn.execute("INSERT INTO public.profiles (id, email) VALUES (%s, 'x@e.com')"
+                             " ON CONFLICT DO NOTHING", (user,))
+                conn.execute("INSERT INTO public.chat_sessions (id, user_id, title)"
+                             " SELECT 's' || k, %s, 't' FROM generate_series(1, %s) k",
+                             (user, migrate.OFFLINE_SESSION_LIMIT + 1))
+        else:
+            pytest.fail("no 0003a file")
