@@ -85,23 +85,23 @@ def _pid(conn: psycopg.Connection) -> int:
 
 
 def transaction_pooler(dsn: str, wait: float = 2.0) -> str | None:
-    """Why `dsn` reaches the server through a transaction pooler, or None (direct, or a
-    session pooler). Asks only `pg_backend_pid()`; takes no lock, sets nothing, writes nothing.
+    """Why `dsn` reaches the server through a transaction pooler, or None (a direct connection,
+    or a session pooler). Asks only `pg_backend_pid()`: takes no lock, sets nothing, writes
+    nothing, and costs two connections.
 
-    1. libpq's backend pid (from the server's BackendKeyData at connection) is the pid of the
-       backend serving us on a direct connection; a pooler answers the connection itself with
-       a key of its own (pgbouncer and Supavisor both do), so the two differ behind any pooler.
-    2. Behind a pooler, a session pooler gives the client one server connection for its whole
-       session, a transaction pooler only for a transaction. So: note our backend (A), open a
-       transaction on a second connection (B) and, while it is open, ask A again. Transaction
-       pooling shows as B running on A's backend (pgbouncer hands out the connection released
-       last), as A answering from another backend, or as A waiting (no server connection free
-       while B holds one: the pool is that small); a session pooler shows none of the three.
+    A session pooler (and a direct connection) gives a client one server session for its whole
+    connection; a transaction pooler gives one for a transaction only. So: note the backend of
+    a connection A, open a transaction on a second connection B and, while it is open, ask A
+    again. A transaction pooler shows as B running on A's backend (pgbouncer hands out the
+    connection released last), as A answering from another backend, or as A waiting (no server
+    connection free while B holds one: the pool is that small). A direct connection or a
+    session pooler can show none of the three. (Comparing libpq's backend pid with the
+    server's would only say that *some* proxy is there, session poolers included, and relies on
+    what the proxy sends at connection; the session-level setting that "survives" a transaction
+    proves nothing either, since an idle transaction pooler often gives the same session back.)
     """
     with connect(dsn, autocommit=True) as first:
         seen = _pid(first)
-        if first.info.backend_pid == seen:
-            return None
         where = describe(dsn)
         with connect(dsn) as second:
             held = _pid(second)  # B's transaction stays open until rollback
