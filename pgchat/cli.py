@@ -1,7 +1,10 @@
 """The `pgchat` command line.
 
 Exit codes: 0 ok, 1 a check failed (drift, a failed conversation, usage drift),
-2 usage or connection error. Expected failures print one line on stderr, never a traceback.
+2 usage or connection error. Expected failures print one line on stderr, never a traceback;
+with --json, one JSON object on stdout instead (`{"error", "code", "exit"}`, plus `sqlstate`,
+`constraint`, `detail`, `db_message` when the database said so; docs/errors.md). Long steps
+show progress on stderr when stderr is a terminal, and nothing otherwise.
 """
 
 from __future__ import annotations
@@ -24,29 +27,34 @@ from pgchat import plan as plan_api
 from pgchat import risks as risks_api
 from pgchat import server
 from pgchat import usage as usage_api
+from pgchat._db import as_pgchat
 from pgchat.errors import PgchatError, UsageError
 
 
+def _fail(ctx: click.Context, error: dict[str, Any]) -> None:
+    """One line on stderr; with --json, the error as one JSON object on stdout."""
+    if ctx.meta.get("pgchat.json"):
+        click.echo(json.dumps(error, default=str))
+    else:
+        click.echo(f"pgchat: error: {error['error']}", err=True)
+    ctx.exit(error["exit"])
+
+
 class _Cli(click.Group):
-    """Turns pgchat's expected failures into one line on stderr and a meaningful exit code."""
+    """Turns pgchat's expected failures into one line on stderr (a JSON object on stdout with
+    --json) and a meaningful exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except PgchatError as exc:
-            click.echo(f"pgchat: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except psycopg.OperationalError as exc:
-            click.echo(f"pgchat: error: database connection failed: {connection.one_line(exc)}",
-                       err=True)
-            ctx.exit(2)
-        except psycopg.Error as exc:
-            click.echo(f"pgchat: error: database error: {connection.one_line(exc)}", err=True)
-            ctx.exit(1)
+            _fail(ctx, exc.as_dict())
+        except psycopg.Error as exc:  # pgchat's own calls translate; this catches the rest
+            _fail(ctx, as_pgchat(exc).as_dict())
         except OSError as exc:  # a file or folder given on the command line
             where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"pgchat: error: {exc.strerror or exc}{where}", err=True)
-            ctx.exit(2)
+            _fail(ctx, {"error": f"{exc.strerror or exc}{where}", "code": "FileError",
+                        "exit": 2})
 
 
 def _embedded_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -68,7 +76,20 @@ def dsn_option(command: Any) -> Any:
     )(command)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta["pgchat.json"] = True  # errors too: see _Cli
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_json_flag,
+                           help="Print JSON for machines (errors too, on stdout).")
+
+
+def tty_progress(line: str) -> None:
+    """A progress line on stderr, only when stderr is a terminal."""
+    if sys.stderr.isatty():
+        click.echo(line, err=True)
 
 
 def embedded_asked() -> bool:
@@ -181,7 +202,8 @@ def _lock_timeout(_ctx: click.Context, _param: click.Parameter, value: str) -> s
 lock_timeout_option = click.option(
     "--lock-timeout", default=migrations.DEFAULT_LOCK_TIMEOUT, show_default=True,
     callback=_lock_timeout, metavar="DURATION",
-    help="Give up on a migration that waits this long for a table lock (5s, 500ms, 1min).",
+    help="Give up on a migration that waits this long for a table lock, or for another "
+    "migrate/rollback to finish (5s, 500ms, 1min).",
 )
 
 
@@ -198,7 +220,7 @@ def migrate(dsn: str | None, to: str | None, dry_run: bool, lock_timeout: str,
     dsn = target(dsn, quiet=as_json)
     progress = None if as_json else click.echo
     ids = migrations.migrate(dsn, to=to, dry_run=dry_run, lock_timeout=lock_timeout,
-                             progress=progress)
+                             lock_wait=None, progress=progress, started=tty_progress)
     if dry_run:
         _print_plan(ids, plan_api.plan(dsn, ids), as_json)
     elif as_json:
@@ -266,7 +288,7 @@ def rollback(dsn: str | None, to: str | None, steps: int | None, everything: boo
         to = "base"
     dsn = target(dsn, quiet=as_json)
     ids = migrations.rollback(dsn, to=to, steps=steps, dry_run=dry_run,
-                              lock_timeout=lock_timeout,
+                              lock_timeout=lock_timeout, lock_wait=None,
                               progress=None if as_json else click.echo)
     if as_json:
         emit_json({"dry_run": dry_run, "migrations": ids})
@@ -287,8 +309,14 @@ def status(dsn: str | None, as_json: bool) -> None:
     states = migrations.status(dsn)
     bad = [s for s in states if s.drifted or not s.on_disk]
     if as_json:
-        emit_json([{"id": s.id, "applied": s.applied, "applied_at": s.applied_at,
-                    "drifted": s.drifted, "on_disk": s.on_disk} for s in states])
+        found = _app_risks(dsn)
+        pending = sum(not s.applied for s in states)
+        emit_json({"migrations": [{"id": s.id, "applied": s.applied,
+                                   "applied_at": s.applied_at, "drifted": s.drifted,
+                                   "on_disk": s.on_disk} for s in states],
+                   "applied": len(states) - pending, "pending": pending, "problems": len(bad),
+                   "app_risks": [r.as_dict() for r in found],
+                   "risk_summary": risks_api.summary(found)})
     else:
         rows = []
         for s in states:
@@ -324,10 +352,14 @@ def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeo
         files = migrations.write_supabase(supabase_dir, ids, lock_timeout)
         if as_json:
             emit_json({"migrations": ids, "written": [str(p) for p in files.written],
-                       "already_there": [str(p) for p in files.already_there]})
+                       "already_there": [str(p) for p in files.already_there],
+                       "online": [str(p) for p in files.online]})
             return
         for path in files.written:
             click.echo(str(path))
+        for path in files.online:
+            click.echo(f"online form, for psql outside a transaction (see its header): {path}",
+                       err=True)
         for path in files.already_there:
             click.echo(f"already there, left as it is: {path}")
         if not ids:
@@ -367,6 +399,8 @@ def _drift_json(drift: list[usage_api.Drift]) -> list[dict[str, Any]]:
 def usage_verify(dsn: str | None, user_id: UUID | None, as_json: bool) -> None:
     """Recompute the counters from the ledger; exit 1 if any counter drifted."""
     with connection.connect(target(dsn, quiet=as_json)) as conn:
+        tty_progress("verifying every counter against the ledger ..." if user_id is None
+                     else f"verifying the counters of {user_id} against the ledger ...")
         drift = usage_api.verify(conn, user_id)
     if as_json:
         emit_json({"ok": not drift, "drift": _drift_json(drift)})
@@ -394,6 +428,7 @@ def usage_rebuild(dsn: str | None, user_id: UUID | None, dry_run: bool, yes: boo
     for confirmation unless --yes (or --dry-run, which writes nothing).
     """
     with connection.connect(target(dsn, quiet=as_json)) as conn:
+        tty_progress("comparing every counter with the ledger ...")
         planned = usage_api.rebuild(conn, user_id, dry_run=True)
         if not as_json and planned:
             table(["user", "date", "field", "before", "after"], _drift_rows(planned))
@@ -402,7 +437,11 @@ def usage_rebuild(dsn: str | None, user_id: UUID | None, dry_run: bool, yes: boo
         else:
             if not yes and not click.confirm(f"rewrite {len(planned)} counter(s)?", err=True):
                 raise click.Abort()
-            done = usage_api.rebuild(conn, user_id)
+            total = 1 if user_id is not None else usage_api.user_count(conn)
+            conn.commit()  # rebuild refuses an open transaction
+            with click.progressbar(length=total, label="rebuilding", file=sys.stderr,
+                                   hidden=not sys.stderr.isatty()) as bar:
+                done = usage_api.rebuild(conn, user_id, progress=bar.update)
     if as_json:
         emit_json({"dry_run": dry_run, "changes": _drift_json(done if done else planned),
                    "written": len(done)})

@@ -2,9 +2,15 @@
 
 Every one carries a message fit to print on one line; the CLI prints it and exits
 with the code the exception names (2 for usage or connection problems, 1 otherwise).
+One raised because of a database error also carries what the database said — `sqlstate`,
+`constraint`, `detail`, `db_message` (None where there is none) — and is chained to the
+psycopg error (`__cause__`), so logs and tracebacks keep it. docs/errors.md has the table.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 
 class PgchatError(Exception):
@@ -12,11 +18,38 @@ class PgchatError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str, *, sqlstate: str | None = None,
+                 constraint: str | None = None, detail: str | None = None,
+                 db_message: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.constraint = constraint
+        self.detail = detail
+        self.db_message = db_message
+
+    @property
+    def code(self) -> str:
+        """A stable name for machines (the CLI's `--json` errors): the class name."""
+        return type(self).__name__
+
+    def as_dict(self) -> dict[str, Any]:
+        """The error for `--json`: message, code, and what the database said, where known."""
+        out: dict[str, Any] = {"error": str(self), "code": self.code, "exit": self.exit_code}
+        for key in ("sqlstate", "constraint", "detail", "db_message"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
 
 class ConnectionFailed(PgchatError):
-    """The database could not be reached or refused the credentials."""
+    """The database could not be reached, refused the credentials, or the connection broke."""
 
     exit_code = 2
+
+
+class DatabaseError(PgchatError):
+    """A database error pgchat has no more specific class for (see `sqlstate`, `__cause__`)."""
 
 
 class UsageError(PgchatError):
@@ -27,6 +60,11 @@ class UsageError(PgchatError):
 
 class NotMigrated(UsageError):
     """The database lacks pgchat's functions or tables: `pgchat migrate` has not run there."""
+
+
+class PoolerRefused(UsageError):
+    """A schema change (migrate, rollback) was given a transaction pooler's DSN: it needs the
+    direct connection (or a session pooler); nothing was done, no lock was taken."""
 
 
 class MigrationError(PgchatError):
@@ -67,6 +105,19 @@ CONSTRAINT_REASONS: dict[str, str] = {
 }
 
 
+_UNKNOWN_USER = re.compile(
+    r'^Key \((?:user_id|id)\)=\(([^)]*)\) is not present in table "(?:profiles|users)"')
+
+
+def diagnostics(exc: BaseException) -> dict[str, str | None]:
+    """What a psycopg error says, as keyword arguments of a PgchatError."""
+    diag = getattr(exc, "diag", None)
+    return {"sqlstate": getattr(exc, "sqlstate", None),
+            "constraint": getattr(diag, "constraint_name", None),
+            "detail": getattr(diag, "message_detail", None),
+            "db_message": getattr(diag, "message_primary", None)}
+
+
 def from_database(exc: Exception) -> PgchatError | None:
     """The pgchat exception for a database error raised on purpose by pgchat's SQL, else None.
 
@@ -97,8 +148,12 @@ def from_database(exc: Exception) -> PgchatError | None:
     if kind is None:
         return None
     constraint = getattr(diag, "constraint_name", None)
+    unknown = _UNKNOWN_USER.search(getattr(diag, "message_detail", None) or "")
+    if state == "23503" and unknown:  # a row of an unknown user (no profile, no auth user)
+        message = (f"unknown user {unknown.group(1)}: no such profile (the user must sign up "
+                   f"first); foreign key {constraint}")
     if state == "23514" and constraint in CONSTRAINT_REASONS:
         message = f"{CONSTRAINT_REASONS[constraint]} (check constraint {constraint})"
     if kind is Conflict and "retry is safe" not in message:
         message = f"concurrent write to the same rows; nothing was written, retry ({message})"
-    return kind(message)
+    return kind(message, **diagnostics(exc))

@@ -8,6 +8,7 @@ work — except `rebuild`, which is a repair and runs in a transaction of its ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -92,11 +93,35 @@ def show_query(user_id: UUID | str, date_from: date | None = None,
     )
 
 
+_INT4_MAX = 2_147_483_647
+_EVENT_MAX = 10_000_000  # public.track_user_usage's bound on one event's tokens and seconds
+
+
+def _count(event_key: str, name: str, value: Any) -> None:
+    """A count as public.track_user_usage takes it, checked before sending with the function's
+    own bounds: psycopg sends a Python int past an SQL integer as bigint, and no function of
+    that signature exists, so the server would answer "function does not exist" instead of
+    naming the field."""
+    where = f"track_usage (event {event_key!r}): {name}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{where} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValidationError(f"{where} must not be negative, got {value}")
+    bound = _INT4_MAX if name.startswith("messages_") else _EVENT_MAX
+    if value > bound:
+        raise ValidationError(f"{where} must be at most {bound}, got {value}")
+
+
 def track_usage_query(
     user_id: UUID | str, event_key: str, usage_date: date, *, messages_sent: int = 0,
     messages_received: int = 0, input_tokens: int = 0, output_tokens: int = 0,
     model_used: str | None = None, session_created: bool = False, active_seconds: int = 0,
 ) -> Query[bool]:
+    counts = {"messages_sent": messages_sent, "messages_received": messages_received,
+              "input_tokens": input_tokens, "output_tokens": output_tokens,
+              "active_seconds": active_seconds}
+    for name, value in counts.items():
+        _count(event_key, name, value)
     return Query(
         "SELECT public.track_user_usage(p_user_id => %s, p_event_key => %s, p_usage_date => %s,"
         " p_messages_sent => %s, p_messages_received => %s, p_input_tokens => %s,"
@@ -146,8 +171,14 @@ def verify(conn: psycopg.Connection[Any], user_id: UUID | str | None = None) -> 
     return run(conn, verify_query(user_id))
 
 
+def user_count(conn: psycopg.Connection[Any]) -> int:
+    """How many users (profiles) a whole-database rebuild goes through (for a progress bar)."""
+    return int(run(conn, Query("SELECT count(*) FROM public.profiles", (), one)))
+
+
 def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
-            dry_run: bool = False) -> list[Drift]:
+            dry_run: bool = False,
+            progress: Callable[[int], None] | None = None) -> list[Drift]:
     """Rewrite user_usage_daily and profiles.usage_stats from the ledger, and commit.
 
     Returns the differences that were (or, with `dry_run`, would be) repaired. Online: the
@@ -156,7 +187,9 @@ def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
     rewrites it, then commits; so what is reported is exactly what is changed, and no booking
     waits behind more than one batch. `dry_run` only reads (pgchat.usage_drift), taking no lock.
     A connection already inside a transaction is refused (UsageError), so the repair is never
-    left uncommitted in the caller's transaction.
+    left uncommitted in the caller's transaction. `progress` gets the number of users of each
+    batch once it is committed. No session state is used (the locks are the transaction's), so
+    a transaction pooler's connection works.
     """
     check_idle(conn.info.transaction_status)
     user = _user(user_id)
@@ -178,6 +211,8 @@ def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
                     if drift:
                         run(conn, rebuild_query(users))
                     repaired += drift
+            if progress and users:
+                progress(len(users))
             if not users or user is not None:
                 break
             after = users[-1]

@@ -277,3 +277,16 @@ def autocommit_conn() -> Iterator[Callable[[str], psycopg.Connection]]:
     yield open_
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def pooler(pg_server: PgServer) -> Iterator[Any]:
+    """Debian's pgbouncer, `pool_mode = transaction`, in front of the session's server
+    (tests/pooler.py); skipped only when the pgbouncer binary is absent."""
+    from tests import pooler as pgbouncer
+
+    if not pgbouncer.available():
+        pytest.skip(f"pgbouncer is not installed ({pgbouncer.PGBOUNCER}): "
+                    "apt-get install pgbouncer")
+    with pgbouncer.pgbouncer(pg_server.host, pg_server.port) as running:
+        yield running

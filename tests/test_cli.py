@@ -79,7 +79,11 @@ def test_migrate_then_status_json(empty_dsn: str) -> None:
 
     result = run("status", "--dsn", empty_dsn, "--json")
     assert result.exit_code == 0, result.output
-    states = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    states = report["migrations"]
+    assert (report["applied"], report["pending"], report["problems"]) == (
+        len(migration_ids()), 0, 0)
+    assert report["risk_summary"] == ["no app function exposes chat, usage or profile data"]
     assert [s["id"] for s in states] == migration_ids()
     assert all(s["applied"] and s["on_disk"] and not s["drifted"] for s in states)
 

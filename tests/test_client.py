@@ -285,8 +285,9 @@ def test_a_database_error_leaves_the_transaction_failed(db: psycopg.Connection,
         with pytest.raises(pgchat.ValidationError, match="unknown user"):
             client.track_usage(uuid4(), "k", DAY, messages_sent=1)
         assert conn.info.transaction_status == INERROR
-        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+        with pytest.raises(pgchat.UsageError, match=r"roll back") as caught:
             client.verify_usage()
+        assert isinstance(caught.value.__cause__, psycopg.errors.InFailedSqlTransaction)
         conn.rollback()
         assert client.verify_usage() == []
 
