@@ -19,7 +19,8 @@ built once per session, and every test gets a fresh `CREATE DATABASE ... TEMPLAT
   superuser and does not own auth.users), each a `SupabaseDb` (superuser connection + the
   migration role's DSN): `supabase_empty` (Supabase, no app), `supabase_migrated` (every
   migration applied as MIGRATOR), `prod` (the production schema at 7c23e21, filled through
-  its own sync function, not yet migrated).
+  its own sync function, not yet migrated), `prod_later` (the app's later state,
+  sql/legacy/prod_later.sql, filled through its routes' writes by tests/app_later.py).
 The `*_db` fixtures are psycopg connections with autocommit OFF: commit (or roll back) before
 handing the database to `migrate()`, the CLI or another connection, or your open transaction
 keeps its locks and its rows invisible. The `*_dsn` fixtures are libpq URLs of the same database.
@@ -43,7 +44,7 @@ from pytest_postgresql import factories
 
 from pgchat import migrate
 from pgchat_dev import servers
-from tests import legacy_data, supabase
+from tests import app_later, legacy_data, supabase
 from tests.helpers import schema_dump
 
 
@@ -171,6 +172,12 @@ def _load_prod(**kwargs: Any) -> None:
         legacy_data.build_prod_7c23e21(admin, migrator)
 
 
+def _load_prod_later(**kwargs: Any) -> None:
+    _load_supabase_platform(**kwargs)
+    with psycopg.connect(_server().url(kwargs["dbname"])) as admin:
+        app_later.build_prod_later(admin, _server().url(kwargs["dbname"], supabase.MIGRATOR))
+
+
 pg_empty = factories.postgresql_noproc(dbname="pgchat_test_empty")
 pg_migrated = factories.postgresql_noproc(dbname="pgchat_test_migrated", load=[_load_migrated])
 pg_legacy = factories.postgresql_noproc(dbname="pgchat_test_legacy", load=[_load_legacy])
@@ -187,6 +194,9 @@ pg_prod = factories.postgresql_noproc(dbname="pgchat_test_prod_7c23e21", load=[_
 supabase_empty_db = factories.postgresql("pg_supabase_empty")
 supabase_migrated_db = factories.postgresql("pg_supabase_migrated")
 prod_db = factories.postgresql("pg_prod")
+pg_prod_later = factories.postgresql_noproc(dbname="pgchat_test_prod_later",
+                                            load=[_load_prod_later])
+prod_later_db = factories.postgresql("pg_prod_later")
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,18 @@ def supabase_migrated(supabase_migrated_db: psycopg.Connection) -> SupabaseDb:
 @pytest.fixture
 def prod(prod_db: psycopg.Connection) -> SupabaseDb:
     return _supabase_db(prod_db)
+
+
+@pytest.fixture
+def prod_later(prod_later_db: psycopg.Connection) -> SupabaseDb:
+    return _supabase_db(prod_later_db)
+
+
+@pytest.fixture(scope="session")
+def later() -> app_later.LaterData:
+    """What the `prod_later` fixture holds (users, conversations) and, through
+    `app_later.true_daily`, the true counts."""
+    return app_later.later_plan()
 
 
 def _dsn_of(conn: psycopg.Connection) -> str:
