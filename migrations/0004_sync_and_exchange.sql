@@ -659,7 +659,7 @@ BEGIN
                 THEN 'the reply''s user_message_id must be the user message id' END);
         IF v_reason IS NOT NULL THEN
             RAISE EXCEPTION 'write_chat_exchange: conversation %, message %: %', v_session_id,
-                coalesce(v_rows[i].id, '#' || i), v_reason
+                coalesce(nullif(v_rows[i].id, ''), '#' || i), v_reason
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
