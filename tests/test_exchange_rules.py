@@ -216,7 +216,8 @@ EXCHANGE_ERRORS: list[tuple[str, Any, Any, str]] = [
      "conversation c1, message u1: input_tokens must be an integer from 0 to 10000000, got -1"),
     ("reply output tokens", message("u1"),
      message("a1", "assistant", output_tokens="many", user_message_id="u1"),
-     'conversation c1, message a1: output_tokens must be an integer from 0 to 10000000, got "many"'),
+     "conversation c1, message a1: output_tokens must be an integer from 0 to 10000000,"
+     ' got "many"'),
     ("elapsed_ms", message("u1"),
      message("a1", "assistant", elapsed_ms=-5, user_message_id="u1"),
      "conversation c1, message a1: elapsed_ms must be a number of milliseconds"),
