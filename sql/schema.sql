@@ -74,6 +74,7 @@ CREATE TYPE pgchat.parsed_message AS (
 	user_message_id text,
 	content_type text,
 	elapsed_time integer,
+	elapsed_ms integer,
 	completion_id text,
 	message_timestamp timestamp with time zone,
 	error_message text,
@@ -194,7 +195,11 @@ BEGIN
     IF v_role = 'none' THEN
         v_role := session_user::text;
     END IF;
-    IF v_role IN ('anon', 'authenticated') THEN
+    IF v_role IN ('anon', 'authenticated')
+       OR (v_role <> 'service_role'
+           AND NOT pg_catalog.pg_has_role(v_role, 'service_role', 'MEMBER')
+           AND (pg_catalog.pg_has_role(v_role, 'authenticated', 'MEMBER')
+                OR pg_catalog.pg_has_role(v_role, 'anon', 'MEMBER'))) THEN
         IF auth.uid() IS NULL OR auth.uid() IS DISTINCT FROM p_user_id THEN
             RAISE EXCEPTION 'not allowed to act for user %', p_user_id
                 USING ERRCODE = 'insufficient_privilege';
@@ -499,7 +504,12 @@ BEGIN
     RETURN ARRAY(SELECT ROW(q.*)::pgchat.parsed_message FROM (
     SELECT c.conv ->> 'id', e.ord, f.id, f.role, f.content, f.model,
            coalesce(n.total, n.input + n.output), n.input, n.output, f.user_message_id,
-           coalesce(f.content_type, 'text'), n.elapsed, f.completion_id, t.ts,
+           coalesce(f.content_type, 'text'),
+           CASE WHEN coalesce(j.elapsed, 'null'::jsonb) = 'null'::jsonb AND n.elapsed_ms > 0
+                THEN round(n.elapsed_ms / 1000.0)::integer ELSE n.elapsed END,
+           CASE WHEN n.elapsed_ms >= 0 THEN n.elapsed_ms
+                ELSE least(round(coalesce(n.elapsed_exact, 0) * 1000), 2147483647)::integer END,
+           f.completion_id, t.ts,
            CASE WHEN coalesce(f.error_message, '') <> '' THEN f.error_message
                 WHEN f.error_flag THEN 'failed' END,
            f.error_flag OR coalesce(f.error_message, '') <> '',
@@ -511,6 +521,9 @@ BEGIN
                WHEN NOT coalesce(f.role IN ('user', 'assistant'), false)
                    THEN format('unknown role %s (expected user or assistant)', coalesce(j.role, 'null'::jsonb))
                WHEN f.content IS NULL THEN 'content must be a string'
+               WHEN octet_length(f.content) > 2097152
+                   THEN format('content is %s bytes, more than the 2 MB (2097152 bytes) a message may hold',
+                               octet_length(f.content))
                WHEN j.ts IS NULL THEN 'missing timestamp'
                WHEN t.ts IS NULL THEN format('unparseable timestamp %s', j.ts)
                WHEN t.ts < '2000-01-01 00:00:00+00' OR t.ts > now() + interval '1 day'
@@ -523,6 +536,8 @@ BEGIN
                    THEN format('total_tokens must be an integer from 0 to 10000000, got %s', j.total)
                WHEN n.elapsed IS NULL
                    THEN format('elapsed_time must be a number of seconds from 0 to 10000000, got %s', j.elapsed)
+               WHEN n.elapsed_ms IS NULL
+                   THEN format('elapsed_ms must be a number of milliseconds from 0 to 2147483647, got %s', j.elapsed_ms)
                WHEN jsonb_typeof(j.content_type) NOT IN ('string', 'null')
                     OR NOT coalesce(coalesce(f.content_type, 'text') IN ('text', 'markdown'), false)
                    THEN format('contentType must be "text" or "markdown", got %s', j.content_type)
@@ -547,7 +562,7 @@ BEGIN
         e.doc -> 'error_message' AS error_message, e.doc -> 'error' AS error,
         e.doc -> 'timestamp' AS ts, e.doc -> 'input_tokens' AS input,
         e.doc -> 'output_tokens' AS output, e.doc -> 'total_tokens' AS total,
-        e.doc -> 'elapsed_time' AS elapsed
+        e.doc -> 'elapsed_time' AS elapsed, e.doc -> 'elapsed_ms' AS elapsed_ms
         OFFSET 0
     ) j
     CROSS JOIN LATERAL (SELECT
@@ -555,7 +570,7 @@ BEGIN
         j.role #>> '{}' AS role,
         CASE WHEN jsonb_typeof(j.content) = 'string' THEN j.content #>> '{}' END AS content,
         CASE WHEN jsonb_typeof(j.model) = 'string' THEN j.model #>> '{}' END AS model,
-        CASE WHEN jsonb_typeof(j.user_message_id) = 'string' THEN j.user_message_id #>> '{}' END AS user_message_id,
+        CASE WHEN jsonb_typeof(j.user_message_id) = 'string' THEN btrim(j.user_message_id #>> '{}') END AS user_message_id,
         CASE WHEN jsonb_typeof(j.content_type) = 'string' THEN j.content_type #>> '{}' END AS content_type,
         CASE WHEN jsonb_typeof(j.completion_id) = 'string' THEN j.completion_id #>> '{}' END AS completion_id,
         CASE WHEN jsonb_typeof(j.error_message) = 'string' THEN j.error_message #>> '{}' END AS error_message,
@@ -574,7 +589,7 @@ BEGIN
         ELSE f.ts_text::timestamp AT TIME ZONE 'UTC'
     END AS ts OFFSET 0) t
     -- A count: missing or null is 0, a non-negative integer that fits is itself, else NULL.
-    -- (elapsed_time may be fractional seconds: it is rounded.)
+    -- (elapsed_time may be fractional seconds, elapsed_ms fractional milliseconds: rounded.)
     CROSS JOIN LATERAL (SELECT
         CASE WHEN coalesce(j.input, 'null'::jsonb) = 'null'::jsonb THEN 0
              WHEN jsonb_typeof(j.input) = 'number' AND j.input::numeric BETWEEN 0 AND 10000000
@@ -586,7 +601,13 @@ BEGIN
                   AND j.total::numeric = trunc(j.total::numeric) THEN j.total::numeric::integer END AS total,
         CASE WHEN coalesce(j.elapsed, 'null'::jsonb) = 'null'::jsonb THEN 0
              WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 10000000
-                  THEN round(j.elapsed::numeric)::integer END AS elapsed
+                  THEN round(j.elapsed::numeric)::integer END AS elapsed,
+        CASE WHEN jsonb_typeof(j.elapsed) = 'number' AND j.elapsed::numeric BETWEEN 0 AND 10000000
+             THEN j.elapsed::numeric END AS elapsed_exact,
+        -- elapsed_ms: -1 when not sent, NULL when not a count of milliseconds that fits
+        CASE WHEN coalesce(j.elapsed_ms, 'null'::jsonb) = 'null'::jsonb THEN -1
+             WHEN jsonb_typeof(j.elapsed_ms) = 'number' AND j.elapsed_ms::numeric BETWEEN 0 AND 2147483647
+                  THEN round(j.elapsed_ms::numeric)::integer END AS elapsed_ms
         OFFSET 0
     ) n
     ) q);
@@ -1119,10 +1140,13 @@ CREATE FUNCTION pgchat_private.sync_user_conversations(user_uuid uuid, conversat
     AS $$
 DECLARE
     v_list jsonb;
-    v_convs jsonb;          -- [{ord, id, title, created_at, updated_at, exists, stored_tokens, reason}]
+    v_convs jsonb;          -- [{ord, id, title, created_at, updated_at, exists, stored_tokens, parse, reason}]
     v_msgs pgchat.parsed_message[];
     v_errors jsonb;
     v_bad jsonb;            -- {conversation id: true} of every conversation with a problem
+    v_stored jsonb;         -- {message id: true} of the messages stored already, where they belong
+    v_late jsonb;           -- the problems of rows taken between the checks and the INSERTs
+    v_attempts integer := 0;
     v_lost text;            -- a conversation a concurrent call wrote or deleted meanwhile
     v_wanted integer;
     v_have integer;
@@ -1132,15 +1156,24 @@ DECLARE
 BEGIN
     PERFORM pgchat.assert_acting_for(user_uuid);
     IF user_uuid IS NULL OR NOT EXISTS (SELECT 1 FROM public.profiles WHERE id = user_uuid) THEN
-        RAISE EXCEPTION 'unknown user %', user_uuid USING ERRCODE = 'foreign_key_violation';
+        RAISE EXCEPTION 'unknown user %', coalesce(user_uuid::text, 'null') USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF pg_catalog.pg_column_size(conversations_data) > 67108864 THEN
+        RAISE EXCEPTION 'sync_user_conversations: the upload is % bytes, more than the 64 MB (67108864 bytes) one call accepts; nothing was written',
+            pg_catalog.pg_column_size(conversations_data)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'send the conversations in several calls';
     END IF;
     v_list := pgchat.conversation_list(conversations_data);
 
-    -- Conversations: shape, fields, duplicates in the payload, ownership in the database.
-    -- The bounds (id length, time window) are those of the CHECK constraints of 0005.
+    -- Conversations: shape, fields, size, duplicates in the payload, ownership in the database.
+    -- The bounds (id length, time window) are those of the CHECK constraints of 0005. A
+    -- conversation past a size limit is not parsed at all (`parse` false): the point of the
+    -- limits is what parsing costs.
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'ord', c.ord, 'id', c.id, 'title', c.title, 'created_at', c.created_at,
         'updated_at', c.updated_at, 'exists', c.owner IS NOT NULL, 'stored_tokens', c.stored_tokens,
+        'parse', c.bytes <= 8388608 AND c.running_bytes <= 16777216,
         'reason', CASE
             WHEN jsonb_typeof(c.doc) <> 'object' THEN format('conversation #%s is not a JSON object', c.ord)
             WHEN coalesce(c.id, '') = '' THEN format('conversation #%s has no id', c.ord)
@@ -1148,6 +1181,11 @@ BEGIN
                 THEN format('conversation id is longer than 255 characters (%s)', length(c.id))
             WHEN c.times > 1 THEN 'conversation id appears more than once in the payload'
             WHEN c.owner IS NOT NULL AND c.owner <> user_uuid THEN 'conversation id already belongs to another user'
+            WHEN c.bytes > 8388608
+                THEN format('the conversation is %s bytes of JSON, more than the 8 MB (8388608 bytes) one conversation may have',
+                            c.bytes)
+            WHEN c.running_bytes > 16777216
+                THEN 'the upload passes 16 MB (16777216 bytes) of JSON with this conversation: nothing of it was written, send it again in a later call'
             WHEN c.doc ? 'messages' AND jsonb_typeof(c.doc -> 'messages') NOT IN ('array')
                 THEN 'messages must be an array'
             WHEN c.doc ? 'title' AND jsonb_typeof(c.doc -> 'title') NOT IN ('string', 'null') THEN 'title must be a string'
@@ -1170,21 +1208,25 @@ BEGIN
                CASE WHEN e.doc ? 'createdAt' THEN pgchat.json_timestamptz(e.doc -> 'createdAt') END AS created_at,
                CASE WHEN e.doc ? 'updatedAt' THEN pgchat.json_timestamptz(e.doc -> 'updatedAt') END AS updated_at,
                s.user_id AS owner, coalesce(s.total_tokens, 0) AS stored_tokens,
+               pg_catalog.pg_column_size(e.doc) AS bytes,
+               sum(pg_catalog.pg_column_size(e.doc)) OVER (ORDER BY e.ord) AS running_bytes,
                count(*) OVER (PARTITION BY CASE WHEN jsonb_typeof(e.doc -> 'id') = 'string'
                                                 THEN btrim(e.doc ->> 'id') END) AS times
         FROM jsonb_array_elements(v_list) WITH ORDINALITY AS e(doc, ord)
         LEFT JOIN public.chat_sessions s ON s.id = btrim(e.doc ->> 'id') AND jsonb_typeof(e.doc -> 'id') = 'string'
     ) c;
 
-    -- Messages of the conversations that have an id.
+    -- Messages of the conversations that have an id (and are not too large to parse).
     v_msgs := pgchat.parse_messages((
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'id', c ->> 'id', 'messages', v_list -> ((c ->> 'ord')::integer - 1) -> 'messages')), '[]')
         FROM jsonb_array_elements(v_convs) AS c
-        WHERE c ->> 'id' <> ''));
+        WHERE c ->> 'id' <> '' AND (c -> 'parse')::boolean));
 
     -- Every problem, one row each: conversation-level, message-level, ownership of message ids,
     -- and a conversation whose token total would pass what chat_sessions.total_tokens holds.
+    -- The messages stored already in their own conversation are noted (v_stored): those are
+    -- the only ones the INSERT below leaves out, whatever it finds meanwhile.
     WITH convs AS (
         SELECT (x ->> 'ord')::bigint AS ord, x ->> 'id' AS id, (x ->> 'stored_tokens')::bigint AS stored_tokens
         FROM jsonb_array_elements(v_convs) x
@@ -1217,95 +1259,151 @@ BEGIN
         JOIN convs c ON c.id = t.conversation_id
         WHERE t.tokens + c.stored_tokens > 2147483647
     )
-    SELECT coalesce(jsonb_agg(jsonb_build_object('conversation_id', p.conversation_id,
-                                                 'message_id', p.message_id, 'reason', p.reason)
-                              ORDER BY p.ord1, p.ord2), '[]'::jsonb),
-           coalesce(jsonb_object_agg(p.conversation_id, true) FILTER (WHERE p.conversation_id IS NOT NULL),
-                    '{}'::jsonb)
-    INTO v_errors, v_bad
-    FROM problems p;
+    SELECT (SELECT coalesce(jsonb_agg(jsonb_build_object('conversation_id', p.conversation_id,
+                                                         'message_id', p.message_id, 'reason', p.reason)
+                                      ORDER BY p.ord1, p.ord2), '[]'::jsonb) FROM problems p),
+           (SELECT coalesce(jsonb_object_agg(p.conversation_id, true) FILTER (WHERE p.conversation_id IS NOT NULL),
+                            '{}'::jsonb) FROM problems p),
+           (SELECT coalesce(jsonb_object_agg(m.id, true), '{}'::jsonb) FROM msg m
+            WHERE m.stored_in = m.conversation_id AND m.stored_owner = user_uuid)
+    INTO v_errors, v_bad, v_stored;
 
-    -- Insert-only: the existing sessions are locked against deletion (FOR KEY SHARE does not
-    -- conflict with the triggers' FOR NO KEY UPDATE, so the lock order stays the one of
-    -- lock_in_order), then new sessions, then the messages they and the existing sessions lack.
-    -- A concurrent call may have written or deleted one of them since it was looked at above:
-    -- then nothing is written and the caller is told to retry (40001), never a raw 23505 or
-    -- 23503. v_bad is a JSON object so that each membership test is a binary search, not a
-    -- scan of an array (which made large payloads with many problems quadratic).
-    -- (Counts are compared, not rows joined: the planner cannot know how many rows a CTE over
-    -- a JSON array holds, and a join of two of them became a nested loop, quadratic.)
-    WITH want AS (
-        SELECT c ->> 'id' AS id FROM jsonb_array_elements(v_convs) AS c
-        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
-    ), locked AS (
-        SELECT s.id FROM public.chat_sessions s
-        WHERE s.id IN (SELECT w.id FROM want w) AND s.user_id = user_uuid
-        ORDER BY s.id FOR KEY SHARE
-    )
-    SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM locked) INTO v_wanted, v_have;
-    IF v_have < v_wanted THEN
-        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
-        WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
-          AND NOT EXISTS (SELECT 1 FROM public.chat_sessions s WHERE s.id = c ->> 'id' AND s.user_id = user_uuid);
-        RAISE EXCEPTION 'sync_user_conversations: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
-            v_lost USING ERRCODE = 'serialization_failure';
-    END IF;
+    -- The writes, in a block that a lost race undoes (see above the function); at most a few
+    -- rounds, each of which refuses at least one more conversation.
+    <<attempt>>
+    LOOP
+        v_attempts := v_attempts + 1;
+        IF v_attempts > 5 THEN
+            RAISE EXCEPTION 'sync_user_conversations: concurrent calls kept taking the ids of this upload; nothing was written, retry is safe'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+        BEGIN
+            -- Insert-only: the existing sessions are locked against deletion (FOR KEY SHARE
+            -- does not conflict with the triggers' FOR NO KEY UPDATE, so the lock order stays
+            -- the one of lock_in_order), then new sessions, then the messages they and the
+            -- existing sessions lack. v_bad and v_stored are JSON objects so that each
+            -- membership test is a binary search, not a scan of an array (which made large
+            -- payloads with many problems quadratic).
+            -- (Counts are compared, not rows joined: the planner cannot know how many rows a
+            -- CTE over a JSON array holds, and a join of two of them became a nested loop,
+            -- quadratic.)
+            WITH want AS (
+                SELECT c ->> 'id' AS id FROM jsonb_array_elements(v_convs) AS c
+                WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+            ), locked AS (
+                SELECT s.id FROM public.chat_sessions s
+                WHERE s.id IN (SELECT w.id FROM want w) AND s.user_id = user_uuid
+                ORDER BY s.id FOR KEY SHARE
+            )
+            SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM locked) INTO v_wanted, v_have;
+            IF v_have < v_wanted THEN
+                SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+                WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')
+                  AND NOT EXISTS (SELECT 1 FROM public.chat_sessions s WHERE s.id = c ->> 'id' AND s.user_id = user_uuid);
+                RAISE EXCEPTION 'sync_user_conversations: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
+                    v_lost USING ERRCODE = 'serialization_failure';
+            END IF;
 
-    -- A new session starts at its createdAt, else at its first message (one GROUP BY for all
-    -- conversations: a per-conversation scan of the messages made this quadratic).
-    WITH firsts AS (
-        SELECT m.conversation_id, min(m.message_timestamp) AS ts FROM unnest(v_msgs) AS m
-        GROUP BY m.conversation_id
-    ), wanted AS (
-        SELECT c ->> 'id' AS id, coalesce(c ->> 'title', 'New Chat') AS title,
-               (c ->> 'created_at')::timestamptz AS created_at,
-               (c ->> 'updated_at')::timestamptz AS updated_at, f.ts AS first_ts
-        FROM jsonb_array_elements(v_convs) AS c
-        LEFT JOIN firsts f ON f.conversation_id = c ->> 'id'
-        WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
-          AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
-    ), ins AS (
-        INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        SELECT w.id, user_uuid, w.title, coalesce(w.created_at, w.first_ts, now()),
-               coalesce(w.updated_at, w.created_at, w.first_ts, now()),
-               coalesce(w.updated_at, w.created_at, w.first_ts, now())
-        FROM wanted w
-        ORDER BY w.id
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id
-    )
-    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins), (SELECT min(i.id) FROM ins i)
-    INTO v_wanted, v_sessions_inserted, v_mine;
-    IF v_sessions_inserted < v_wanted THEN  -- name one that is not ours (rows we wrote share an xmin)
-        SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
-        JOIN public.chat_sessions s ON s.id = c ->> 'id'
-        WHERE c ->> 'reason' IS NULL AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
-          AND s.xmin IS DISTINCT FROM (SELECT x.xmin FROM public.chat_sessions x WHERE x.id = v_mine);
-        RAISE EXCEPTION 'sync_user_conversations: conversation % was created by a concurrent call; nothing was written, retry is safe',
-            v_lost USING ERRCODE = 'serialization_failure';
-    END IF;
+            -- A new session starts at its createdAt, else at its first message (one GROUP BY
+            -- for all conversations: a per-conversation scan of the messages made this quadratic).
+            WITH firsts AS (
+                SELECT m.conversation_id, min(m.message_timestamp) AS ts FROM unnest(v_msgs) AS m
+                GROUP BY m.conversation_id
+            ), wanted AS (
+                SELECT c ->> 'id' AS id, coalesce(c ->> 'title', 'New Chat') AS title,
+                       (c ->> 'created_at')::timestamptz AS created_at,
+                       (c ->> 'updated_at')::timestamptz AS updated_at, f.ts AS first_ts
+                FROM jsonb_array_elements(v_convs) AS c
+                LEFT JOIN firsts f ON f.conversation_id = c ->> 'id'
+                WHERE c ->> 'reason' IS NULL AND coalesce(c ->> 'id', '') <> ''
+                  AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+            ), ins AS (
+                INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
+                SELECT w.id, user_uuid, w.title, coalesce(w.created_at, w.first_ts, now()),
+                       coalesce(w.updated_at, w.created_at, w.first_ts, now()),
+                       coalesce(w.updated_at, w.created_at, w.first_ts, now())
+                FROM wanted w
+                ORDER BY w.id
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+            )
+            SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins), (SELECT min(i.id) FROM ins i)
+            INTO v_wanted, v_sessions_inserted, v_mine;
+            IF v_sessions_inserted < v_wanted THEN
+                -- Taken by another user meanwhile: that conversation is refused, as the checks
+                -- would have refused it.
+                SELECT jsonb_agg(jsonb_build_object('conversation_id', c ->> 'id', 'message_id', NULL,
+                                                    'reason', 'conversation id already belongs to another user')
+                                 ORDER BY (c ->> 'ord')::bigint)
+                INTO v_late
+                FROM jsonb_array_elements(v_convs) AS c
+                JOIN public.chat_sessions s ON s.id = c ->> 'id'
+                WHERE c ->> 'reason' IS NULL AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+                  AND s.user_id <> user_uuid;
+                IF v_late IS NOT NULL THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PGC01';  -- handled below: refuse, write the rest again
+                END IF;
+                -- Created by this user's concurrent call: name one that is not ours (rows we
+                -- wrote share an xmin).
+                SELECT min(c ->> 'id') INTO v_lost FROM jsonb_array_elements(v_convs) AS c
+                JOIN public.chat_sessions s ON s.id = c ->> 'id'
+                WHERE c ->> 'reason' IS NULL AND NOT v_bad ? (c ->> 'id') AND NOT (c -> 'exists')::boolean
+                  AND s.xmin IS DISTINCT FROM (SELECT x.xmin FROM public.chat_sessions x WHERE x.id = v_mine);
+                RAISE EXCEPTION 'sync_user_conversations: conversation % was created by a concurrent call; nothing was written, retry is safe',
+                    v_lost USING ERRCODE = 'serialization_failure';
+            END IF;
 
-    WITH wanted AS (
-        SELECT m.* FROM unnest(v_msgs) AS m
-        WHERE NOT m.failed AND NOT v_bad ? m.conversation_id
-          AND NOT EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id)
-    ), ins AS (
-        INSERT INTO public.chat_messages (id, session_id, role, content, model, total_tokens,
-            input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
-            completion_id, message_timestamp)
-        SELECT m.id, m.conversation_id, m.role, m.content, m.model, m.total_tokens,
-               m.input_tokens, m.output_tokens, m.user_message_id, m.content_type, m.elapsed_time,
-               m.completion_id, m.message_timestamp
-        FROM wanted AS m
-        ORDER BY m.conversation_id, m.message_timestamp, m.id
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id
-    )
-    SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins) INTO v_wanted, v_messages_inserted;
-    IF v_messages_inserted < v_wanted THEN
-        RAISE EXCEPTION 'sync_user_conversations: % message(s) of this upload were written by a concurrent call; nothing was written, retry is safe',
-            v_wanted - v_messages_inserted USING ERRCODE = 'serialization_failure';
-    END IF;
+            -- Every message the checks found free, none left out: a message taken meanwhile
+            -- makes the INSERT come out short (ON CONFLICT DO NOTHING) and is dealt with below.
+            WITH wanted AS (
+                SELECT m.* FROM unnest(v_msgs) AS m
+                WHERE NOT m.failed AND NOT v_bad ? m.conversation_id AND NOT v_stored ? m.id
+            ), ins AS (
+                INSERT INTO public.chat_messages (id, session_id, role, content, model, total_tokens,
+                    input_tokens, output_tokens, user_message_id, content_type,
+                    elapsed_time,  -- pgchat:elapsed (the column this table has: below the function)
+                    completion_id, message_timestamp)
+                SELECT m.id, m.conversation_id, m.role, m.content, m.model, m.total_tokens,
+                       m.input_tokens, m.output_tokens, m.user_message_id, m.content_type,
+                       m.elapsed_time,  -- pgchat:elapsed
+                       m.completion_id, m.message_timestamp
+                FROM wanted AS m
+                ORDER BY m.conversation_id, m.message_timestamp, m.id
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+            )
+            SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM ins) INTO v_wanted, v_messages_inserted;
+            IF v_messages_inserted < v_wanted THEN
+                -- Taken by another user, or by another conversation: that conversation is
+                -- refused with the reason the checks would have given.
+                SELECT jsonb_agg(jsonb_build_object('conversation_id', m.conversation_id, 'message_id', m.id,
+                           'reason', CASE WHEN s.user_id IS DISTINCT FROM user_uuid
+                                          THEN 'message id already belongs to another user'
+                                          ELSE format('message id already belongs to conversation %s', x.session_id) END)
+                           ORDER BY m.conversation_id, m.ord)
+                INTO v_late
+                FROM unnest(v_msgs) AS m
+                JOIN public.chat_messages x ON x.id = m.id
+                LEFT JOIN public.chat_sessions s ON s.id = x.session_id
+                WHERE NOT m.failed AND NOT v_bad ? m.conversation_id AND NOT v_stored ? m.id
+                  AND (x.session_id <> m.conversation_id OR s.user_id IS DISTINCT FROM user_uuid);
+                IF v_late IS NOT NULL THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PGC01';  -- handled below
+                END IF;
+                RAISE EXCEPTION 'sync_user_conversations: % message(s) of this upload were written by a concurrent call; nothing was written, retry is safe',
+                    v_wanted - v_messages_inserted USING ERRCODE = 'serialization_failure';
+            END IF;
+            EXIT attempt;
+        EXCEPTION WHEN SQLSTATE 'PGC01' THEN
+            -- Everything of this round is undone; the conversations of v_late are refused.
+            v_errors := v_errors || v_late;
+            v_bad := v_bad || (SELECT jsonb_object_agg(e ->> 'conversation_id', true)
+                               FROM jsonb_array_elements(v_late) AS e);
+            v_late := NULL;
+            v_sessions_inserted := 0;
+            v_messages_inserted := 0;
+        END;
+    END LOOP;
 
     RETURN jsonb_build_object(
         'conversations_received', jsonb_array_length(v_convs),
@@ -1316,9 +1414,7 @@ BEGIN
                               WHERE (c -> 'exists')::boolean AND NOT v_bad ? (c ->> 'id')),
         'messages_inserted', v_messages_inserted,
         'messages_existing', (SELECT count(*) FROM unnest(v_msgs) m
-                              WHERE NOT m.failed AND NOT v_bad ? m.conversation_id
-                                AND EXISTS (SELECT 1 FROM public.chat_messages x WHERE x.id = m.id))
-                             - v_messages_inserted,
+                              WHERE NOT m.failed AND NOT v_bad ? m.conversation_id AND v_stored ? m.id),
         'messages_skipped_failed', (SELECT count(*) FROM unnest(v_msgs) m
                                     WHERE m.failed AND NOT v_bad ? m.conversation_id),
         'errors', v_errors
@@ -1342,20 +1438,22 @@ CREATE FUNCTION pgchat_private.update_session_title(p_user_id uuid, p_session_id
     AS $$
 DECLARE
     v_owner uuid;
+    v_session_id text;
 BEGIN
     PERFORM pgchat.assert_acting_for(p_user_id);
+    v_session_id := btrim(p_session_id);  -- ids without surrounding spaces, as everywhere
     IF coalesce(btrim(p_title), '') = '' OR length(p_title) > 255 THEN
         RAISE EXCEPTION 'update_session_title: the title must have 1 to 255 characters'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id;
+    SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = v_session_id;
     IF v_owner IS DISTINCT FROM p_user_id THEN
         -- Same answer whether it does not exist or is someone else's: no probing of ids.
-        RAISE EXCEPTION 'update_session_title: no conversation % for this user', p_session_id
+        RAISE EXCEPTION 'update_session_title: no conversation % for this user', v_session_id
             USING ERRCODE = 'no_data_found';
     END IF;
     UPDATE public.chat_sessions SET title = p_title
-    WHERE id = p_session_id AND title IS DISTINCT FROM p_title;
+    WHERE id = v_session_id AND title IS DISTINCT FROM p_title;
     RETURN FOUND;
 END
 $$;
@@ -1377,6 +1475,7 @@ CREATE FUNCTION pgchat_private.write_chat_exchange(p_user_id uuid, p_session_id 
     AS $$
 DECLARE
     v_acting uuid;
+    v_session_id text := btrim(p_session_id);  -- ids without surrounding spaces, as the sync
     v_seen uuid;            -- the session's owner (NULL: no such session yet)
     v_owner uuid;           -- the same, once locked
     v_user_message jsonb := p_user_message;
@@ -1390,11 +1489,14 @@ DECLARE
     v_updated integer;
 BEGIN
     v_acting := pgchat.assert_acting_for(p_user_id);
-    IF coalesce(btrim(p_session_id), '') = '' THEN
+    IF p_user_id IS NULL THEN
+        RAISE EXCEPTION 'write_chat_exchange: unknown user null' USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF coalesce(v_session_id, '') = '' THEN
         RAISE EXCEPTION 'write_chat_exchange: p_session_id is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF length(p_session_id) > 255 THEN  -- chat_sessions_id_length (0005)
-        RAISE EXCEPTION 'write_chat_exchange: conversation id is longer than 255 characters (%)', length(p_session_id)
+    IF length(v_session_id) > 255 THEN  -- chat_sessions_id_length (0005)
+        RAISE EXCEPTION 'write_chat_exchange: conversation id is longer than 255 characters (%)', length(v_session_id)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF length(p_session_title) > 255 THEN
@@ -1411,25 +1513,25 @@ BEGIN
     -- lock taken before, FOR KEY SHARE on the session, conflicts with neither: it only holds off
     -- a DELETE of the session until this transaction ends. A session that was there and is gone
     -- once locked was deleted by a concurrent call: a lost race, and nothing is written (below).
-    SELECT (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id),
-           (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = p_session_id FOR KEY SHARE)
+    SELECT (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = v_session_id),
+           (SELECT s.user_id FROM public.chat_sessions s WHERE s.id = v_session_id FOR KEY SHARE)
     INTO v_seen, v_owner;
     -- Another user's conversation: refused before anything else is looked at.
     IF v_seen <> p_user_id OR v_owner <> p_user_id THEN
-        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', v_session_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- A missing timestamp means "now" for a new message (this is the live path, written right
     -- after the reply) and "unchanged" for one already stored, so that a repeat is a no-op.
     IF NOT p_user_message ? 'timestamp' THEN
         v_user_message := jsonb_build_object('timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                              WHERE id = p_user_message ->> 'id'), now())) || p_user_message;
+                              WHERE id = btrim(p_user_message ->> 'id')), now())) || p_user_message;
     END IF;
     IF NOT p_assistant_message ? 'timestamp' THEN
         v_assistant_message := jsonb_build_object('timestamp', coalesce((SELECT message_timestamp FROM public.chat_messages
-                                   WHERE id = p_assistant_message ->> 'id'), now())) || p_assistant_message;
+                                   WHERE id = btrim(p_assistant_message ->> 'id')), now())) || p_assistant_message;
     END IF;
-    v_rows := pgchat.parse_messages(jsonb_build_array(jsonb_build_object('id', p_session_id, 'messages',
+    v_rows := pgchat.parse_messages(jsonb_build_array(jsonb_build_object('id', v_session_id, 'messages',
         CASE WHEN p_assistant_message IS NULL
              THEN jsonb_build_array(jsonb_build_object('role', 'user') || v_user_message)
              ELSE jsonb_build_array(jsonb_build_object('role', 'user') || v_user_message,
@@ -1445,7 +1547,8 @@ BEGIN
             WHEN i = 2 AND v_rows[2].user_message_id IS DISTINCT FROM v_rows[1].id
                 THEN 'the reply''s user_message_id must be the user message id' END);
         IF v_reason IS NOT NULL THEN
-            RAISE EXCEPTION 'write_chat_exchange: message %: %', coalesce(v_rows[i].id, '#' || i), v_reason
+            RAISE EXCEPTION 'write_chat_exchange: conversation %, message %: %', v_session_id,
+                coalesce(nullif(v_rows[i].id, ''), '#' || i), v_reason
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
@@ -1454,19 +1557,25 @@ BEGIN
     -- meanwhile, is a lost race: nothing is written and the caller is told so, instead of the
     -- raw foreign-key error (23503) the messages would get.
     IF v_owner IS NULL AND v_seen IS NULL THEN
+        -- Only a new conversation needs the user looked up: an existing one of p_user_id
+        -- proves the profile exists (its foreign key). The sync's words and SQLSTATE (23503).
+        IF NOT EXISTS (SELECT 1 FROM public.profiles WHERE id = p_user_id) THEN
+            RAISE EXCEPTION 'write_chat_exchange: unknown user %', p_user_id
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
         INSERT INTO public.chat_sessions (id, user_id, title, created_at, updated_at, last_activity)
-        VALUES (p_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
+        VALUES (v_session_id, p_user_id, coalesce(p_session_title, 'New Chat'),
                 v_rows[1].message_timestamp, v_rows[1].message_timestamp, v_rows[1].message_timestamp)
         ON CONFLICT (id) DO NOTHING;
         v_session_created := FOUND;
-        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = p_session_id FOR KEY SHARE;
+        SELECT user_id INTO v_owner FROM public.chat_sessions WHERE id = v_session_id FOR KEY SHARE;
     END IF;
     IF v_owner IS NULL THEN
         RAISE EXCEPTION 'write_chat_exchange: conversation % was deleted by a concurrent call; nothing was written, retry is safe',
-            p_session_id USING ERRCODE = 'serialization_failure';
+            v_session_id USING ERRCODE = 'serialization_failure';
     END IF;
     IF v_owner <> p_user_id THEN  -- created by someone else since the first look
-        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', p_session_id
+        RAISE EXCEPTION 'write_chat_exchange: conversation % belongs to another user', v_session_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 
@@ -1474,11 +1583,13 @@ BEGIN
     -- the insert fires only the INSERT trigger (DO UPDATE fires the UPDATE trigger as well,
     -- even when it updates nothing).
     INSERT INTO public.chat_messages AS t (id, session_id, role, content, model, total_tokens,
-        input_tokens, output_tokens, user_message_id, content_type, elapsed_time,
+        input_tokens, output_tokens, user_message_id, content_type,
+        elapsed_time,  -- pgchat:elapsed (the column this table has: below the function)
         completion_id, message_timestamp, error_message)
-    SELECT r.id, p_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
-           r.output_tokens, r.user_message_id, r.content_type, r.elapsed_time, r.completion_id,
-           r.message_timestamp, r.error_message
+    SELECT r.id, v_session_id, r.role, r.content, r.model, r.total_tokens, r.input_tokens,
+           r.output_tokens, r.user_message_id, r.content_type,
+           r.elapsed_time,  -- pgchat:elapsed
+           r.completion_id, r.message_timestamp, r.error_message
     FROM unnest(v_rows) r
     ON CONFLICT (id) DO NOTHING;
     GET DIAGNOSTICS v_written = ROW_COUNT;
@@ -1492,7 +1603,7 @@ BEGIN
     -- LATERAL so that they use the primary keys whatever the size of the tables.
     SELECT r.ord, r.id, CASE
             WHEN o.user_id <> p_user_id THEN 'message id already belongs to another user'
-            WHEN x.session_id <> p_session_id
+            WHEN x.session_id <> v_session_id
                 THEN format('message id already belongs to conversation %s', x.session_id)
             WHEN x.role <> r.role THEN format('message id already belongs to a %s message', x.role)
             ELSE 'message id already belongs to the reply to another message'
@@ -1502,28 +1613,41 @@ BEGIN
     CROSS JOIN LATERAL (SELECT x.session_id, x.role, x.user_message_id
                         FROM public.chat_messages x WHERE x.id = r.id) x
     LEFT JOIN LATERAL (SELECT o.user_id FROM public.chat_sessions o WHERE o.id = x.session_id) o ON true
-    WHERE o.user_id <> p_user_id OR x.session_id <> p_session_id OR x.role <> r.role
+    WHERE o.user_id <> p_user_id OR x.session_id <> v_session_id OR x.role <> r.role
        OR (r.ord = 2 AND x.user_message_id IS DISTINCT FROM r.user_message_id)
     ORDER BY r.ord LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'write_chat_exchange: message %: %', v_bad.id, v_bad.reason
+        RAISE EXCEPTION 'write_chat_exchange: conversation %, message %: %', v_session_id, v_bad.id, v_bad.reason
             USING ERRCODE = CASE WHEN v_bad.is_foreign THEN 'insufficient_privilege'
                                  ELSE 'invalid_parameter_value' END;
     END IF;
-    -- Updated in place where they changed (checked above; checked again here).
+    -- Updated in place where they changed (checked above; checked again here). A message
+    -- counted already (stored without an error) keeps its timestamp: it was booked on that
+    -- timestamp's date, and a retry (whose missing timestamp means "now" to a new message) must
+    -- not move it, nor report a write that changed nothing else. A failed attempt's row takes
+    -- the retry's timestamp: it is booked now, on that date.
     UPDATE public.chat_messages t SET
         content = r.content, model = r.model, total_tokens = r.total_tokens,
         input_tokens = r.input_tokens, output_tokens = r.output_tokens,
         user_message_id = r.user_message_id, content_type = r.content_type,
-        elapsed_time = r.elapsed_time, completion_id = r.completion_id,
-        message_timestamp = r.message_timestamp, error_message = r.error_message
+        elapsed_time = r.elapsed_time,  -- pgchat:elapsed
+        completion_id = r.completion_id,
+        message_timestamp = CASE WHEN coalesce(t.error_message, '') = '' THEN t.message_timestamp
+                                 ELSE r.message_timestamp END,
+        error_message = r.error_message
     FROM unnest(v_rows) r
-    WHERE t.id = r.id AND t.session_id = p_session_id AND t.role = r.role
+    WHERE t.id = r.id AND t.session_id = v_session_id AND t.role = r.role
       AND (t.content, t.model, t.total_tokens, t.input_tokens, t.output_tokens, t.user_message_id,
-           t.content_type, t.elapsed_time, t.completion_id, t.message_timestamp, t.error_message)
+           t.content_type,
+           t.elapsed_time,  -- pgchat:elapsed
+           t.completion_id, t.message_timestamp, t.error_message)
           IS DISTINCT FROM
           (r.content, r.model, r.total_tokens, r.input_tokens, r.output_tokens, r.user_message_id,
-           r.content_type, r.elapsed_time, r.completion_id, r.message_timestamp, r.error_message);
+           r.content_type,
+           r.elapsed_time,  -- pgchat:elapsed
+           r.completion_id,
+           CASE WHEN coalesce(t.error_message, '') = '' THEN t.message_timestamp ELSE r.message_timestamp END,
+           r.error_message);
     GET DIAGNOSTICS v_updated = ROW_COUNT;
     RETURN jsonb_build_object('session_created', v_session_created, 'messages_written', v_written + v_updated);
 END
