@@ -1181,4 +1181,6 @@ REVOKE ALL ON FUNCTION public.track_user_usage(uuid, text, date, integer, intege
 GRANT EXECUTE ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer)
     TO service_role;
 
+-- The template of the daily upsert was for this migration only (never called by clients).
+-- squawk-ignore ban-drop-function
 DROP FUNCTION pgchat_migrations.daily_upsert();

@@ -308,6 +308,8 @@ def status(dsn: str | None, as_json: bool) -> None:
     dsn = target(dsn, quiet=as_json)
     states = migrations.status(dsn)
     bad = [s for s in states if s.drifted or not s.on_disk]
+    from pgchat.plan import counters_of  # reads the catalog only
+    counted = counters_of(dsn)
     if as_json:
         found = _app_risks(dsn)
         pending = sum(not s.applied for s in states)
@@ -316,7 +318,9 @@ def status(dsn: str | None, as_json: bool) -> None:
                                    "on_disk": s.on_disk} for s in states],
                    "applied": len(states) - pending, "pending": pending, "problems": len(bad),
                    "app_risks": [r.as_dict() for r in found],
-                   "risk_summary": risks_api.summary(found)})
+                   "risk_summary": risks_api.summary(found),
+                   "counters": None if counted is None else
+                   {"maintained": counted[0], "left_to_app": counted[1]}})
     else:
         rows = []
         for s in states:
@@ -326,6 +330,10 @@ def status(dsn: str | None, as_json: bool) -> None:
         table(["migration", "state", "applied at (UTC)", "check"], rows)
         pending = sum(not s.applied for s in states)
         click.echo(f"\n{len(states) - pending} applied, {pending} pending, {len(bad)} problem(s)")
+        if counted is not None:
+            click.echo(f"counters pgchat maintains in user_usage_daily: {', '.join(counted[0])}")
+            click.echo("left to the app in user_usage_daily: "
+                       + (", ".join(counted[1]) or "(no other column)"))
         _echo_risk_summary(dsn)
     sys.exit(1 if bad else 0)
 

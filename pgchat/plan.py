@@ -100,6 +100,14 @@ def counters(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
     return mine, [c for c in daily if c not in skip]
 
 
+def counters_of(dsn: str) -> tuple[list[str], list[str]] | None:
+    """`counters` of the database at `dsn`, read-only; None where it has no user_usage_daily."""
+    with connect(dsn) as conn:
+        if not _exists(conn, "public.user_usage_daily"):
+            return None
+        return counters(conn)
+
+
 def _between(text: str, start: str, end: str) -> str:
     match = re.search(re.escape(start) + r"(.*?)" + re.escape(end), text, re.S)
     if match is None:
@@ -187,6 +195,10 @@ def _plan_0002(conn: psycopg.Connection, plan: MigrationPlan) -> None:
         plan.actions.append(f"counters pgchat maintains in user_usage_daily: {', '.join(mine)}")
         plan.actions.append("left to the app in user_usage_daily: "
                             + (", ".join(theirs) if theirs else "(no other column)"))
+    plan.actions.append("also maintains profiles.usage_stats (total_messages, total_tokens,"
+                        " sessions_created; its other keys are the app's) and the statistics of"
+                        " chat_sessions (message_count, total_tokens, last_model,"
+                        " last_message_preview, last_message_timestamp)")
 
 
 def _extra_privileges(conn: psycopg.Connection,

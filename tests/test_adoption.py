@@ -41,7 +41,8 @@ PGCHAT_TRIGGERS = {
     ("chat_sessions", "_000_skip_noop_update"), ("chat_sessions", "_500_book_session_created"),
     ("chat_sessions", "on_session_updated"),
 }
-PROFILE_TRIGGERS = {("profiles", "_900_forget_usage"), ("profiles", "_000_guard_usage_stats_insert"),
+PROFILE_TRIGGERS = {("profiles", "_900_forget_usage"),
+                    ("profiles", "_000_guard_usage_stats_insert"),
                     ("profiles", "_000_guard_usage_stats_update")}
 
 
