@@ -126,12 +126,7 @@ BEGIN
         NEW.usage_stats := coalesce(NEW.usage_stats, '{}'::jsonb)
             || '{"total_messages": 0, "total_tokens": 0, "sessions_created": 0}'::jsonb;
     ELSE
-        NEW.usage_stats := (coalesce(NEW.usage_stats, '{}'::jsonb)
-                            - ARRAY['total_messages', 'total_tokens', 'sessions_created'])
-            || coalesce(jsonb_strip_nulls(jsonb_build_object(
-                   'total_messages', OLD.usage_stats -> 'total_messages',
-                   'total_tokens', OLD.usage_stats -> 'total_tokens',
-                   'sessions_created', OLD.usage_stats -> 'sessions_created')), '{}'::jsonb);
+        NEW.usage_stats := OLD.usage_stats;  -- a write that moves the totals changes none of it
     END IF;
     RETURN NEW;
 END
