@@ -45,8 +45,7 @@ def test_an_unknown_user_of_an_exchange_is_named(db: psycopg.Connection) -> None
         Client(db).write_chat_exchange(stranger, "s1", message("u1"))
     err = caught.value
     assert err.sqlstate == "23503"  # raised by write_chat_exchange itself, before any insert
-    assert err.detail is not None and str(stranger) in err.detail
-    assert err.db_message is not None and "foreign key" in err.db_message
+    assert err.db_message is not None and str(stranger) in err.db_message
     assert isinstance(err.__cause__, psycopg.errors.ForeignKeyViolation)
     assert not err.__suppress_context__ or err.__cause__ is not None
 
