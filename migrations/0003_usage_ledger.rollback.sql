@@ -1,8 +1,8 @@
 -- Undo 0003: give the app its own analytics back and keep pgchat's record of what it counted.
 -- pgchat's triggers and functions go; the legacy functions and triggers saved in
 -- pgchat_migrations.replaced_objects are re-created (on a database pgchat created there are
--- none). The usage ledger stays in schema pgchat, with every row, so that adopting the
--- database again counts nothing twice; dropping it is a separate, explicit step
+-- none). The usage ledger (what was counted and is no longer stored as it was counted) stays
+-- in schema pgchat, with every row, so that adopting the database again counts nothing twice; dropping it is a separate, explicit step
 -- (`DROP SCHEMA pgchat CASCADE`, after the rollback; docs/adoption.md).
 
 DROP TRIGGER _900_forget_usage ON public.profiles;
@@ -10,7 +10,9 @@ DROP TRIGGER _400_follow_rename ON public.chat_messages;
 DROP TRIGGER _500_session_stats_insert ON public.chat_messages;
 DROP TRIGGER _500_session_stats_update ON public.chat_messages;
 DROP TRIGGER _500_session_stats_delete ON public.chat_messages;
-DROP TRIGGER _500_book_session_created ON public.chat_sessions;
+DROP TRIGGER _500_count_session_created ON public.chat_sessions;
+DROP TRIGGER _100_keep_counted ON public.chat_sessions;
+DROP TRIGGER _400_follow_move ON public.chat_sessions;
 DROP TRIGGER _000_skip_noop_update ON public.chat_messages;
 DROP TRIGGER _000_skip_noop_update ON public.chat_sessions;
 DROP TRIGGER on_session_updated ON public.chat_sessions;

@@ -1,18 +1,34 @@
 -- Exactly-once analytics.
 --
--- Every counted event (a successful user or assistant message; a created session) is booked once,
--- under an idempotency key (the message id; the session id), in pgchat.usage_ledger. The daily
--- counters (user_usage_daily) and the profile totals (profiles.usage_stats) move only by what a
--- booking actually added, in the same statement, so re-writing a row any number of times adds
--- nothing. The ledger is the source of truth: `pgchat usage verify` recomputes the counters from
--- it and `pgchat usage rebuild` rewrites them. It survives deletion of messages and sessions
--- (usage is consumption, not content).
+-- A counted event is a successful user or assistant message (role user/assistant, an empty
+-- error_message) or a created session, counted once under its owner: the session's user_id.
+-- The daily counters (user_usage_daily) and the profile totals (profiles.usage_stats) move
+-- only when an event is counted for the first time, in the statement that writes it, so
+-- re-writing a row any number of times adds nothing.
 --
--- What is booked, and when:
---   * a message counts the first time a version of it is stored with role user/assistant and an
---     empty error_message; the values of that version are booked (later edits change nothing);
---   * user rows add messages_sent and input_tokens; assistant rows add messages_received,
---     output_tokens, one use of their model, and elapsed_time (seconds) as active time;
+-- The record of what was counted costs nothing while the rows exist: a stored message row is
+-- its own record (its primary key is the idempotency key, its successful state says it was
+-- counted, its columns are the values counted). Only the exceptions are stored, in
+-- pgchat.usage_ledger, keyed by (user_id, kind, event_key):
+--   * a counted message or session whose row is deleted ('deleted'): usage is consumption, not
+--     content, and re-uploading the same id later counts nothing;
+--   * a counted message whose counted values change (its role, success, date, tokens, model
+--     or duration; 'changed'): the values counted first stay the counted ones;
+--   * a counted message or session that moves to another id or another owner: the old
+--     identity is kept as counted and the new one is marked counted with nothing to add
+--     ('moved'), so that renaming a reply three times counts it once;
+--   * events reported by the backend through track_user_usage ('track_user_usage').
+-- A row is "covered" when the ledger holds its (owner, kind, id): it is not counted again,
+-- whatever it becomes. So what was counted is always: every ledger row, plus every stored
+-- event that is not covered (pgchat.counted_events), and `pgchat usage verify` / `usage
+-- rebuild` recount the counters from exactly that. On the live path nothing is written to the
+-- ledger: one exchange writes its 2 messages, its session, 1 daily row and 1 profile.
+--
+-- What is counted, and when:
+--   * a message counts the first time a version of it is stored successful, with that
+--     version's values; user rows add messages_sent and input_tokens; assistant rows add
+--     messages_received, output_tokens, one use of their model, and their duration as active
+--     time (whole seconds) and generation_ms;
 --   * on the UTC date of message_timestamp (sessions: of created_at), not the day of the write.
 --
 -- Session statistics are maintained by statement-level triggers with transition tables: counts
@@ -22,14 +38,12 @@
 --
 -- Adoption online, in steps (README, "Adopting a live database"): 0002a builds the index of
 -- session_latest CONCURRENTLY, 0002b adds user_usage_daily.active_seconds, this migration is
--- the switch, and 0003a books what is already in the database as already counted (source
--- 'adopted', moving no counter) and recomputes session statistics, in batches, after it.
--- The switch is one short transaction whose work does not grow with the number of messages:
--- it detaches the legacy triggers, creates the ledger (empty) and the functions, moves the
--- legacy seconds of active_minutes to active_seconds (active_minutes becomes what its name
--- says) and attaches the new triggers. Between the switch and 0003a, a message counted before
--- pgchat that is written again is adopted by the trigger, never counted again (see
--- update_session_stats).
+-- the switch, and 0003a recomputes session statistics, in batches, after it. What is stored
+-- when pgchat arrives was counted by the legacy code, and the rows say so themselves: there is
+-- nothing to backfill. The switch is one short transaction whose work does not grow with the
+-- number of messages: it detaches the legacy triggers, creates the (empty) ledger and the
+-- functions, moves the legacy seconds of active_minutes to active_seconds (active_minutes
+-- becomes what its name says) and attaches the new triggers.
 -- depends: 0002b_usage_active_seconds
 
 -- The switch takes its table locks first, all at once, in the order the legacy write path
@@ -166,11 +180,11 @@ CREATE SCHEMA IF NOT EXISTS pgchat;
 COMMENT ON SCHEMA pgchat IS 'pgchat internals (usage ledger, helpers); not exposed through the API';
 REVOKE ALL ON SCHEMA pgchat FROM PUBLIC;
 
--- IF NOT EXISTS: `pgchat rollback --all` keeps the ledger (the record of what was counted), so
--- that adopting the database again counts nothing twice.
+-- IF NOT EXISTS: `pgchat rollback --all` keeps the ledger (the record of what was counted and
+-- is no longer stored), so that adopting the database again counts nothing twice.
 CREATE TABLE IF NOT EXISTS pgchat.usage_ledger (
     user_id uuid NOT NULL,  -- no FK: see tg_profiles__forget_usage
-    kind text NOT NULL,
+    kind text NOT NULL,     -- 'message' or 'session'
     event_key text NOT NULL,
     usage_date date NOT NULL,
     session_id text,
@@ -182,22 +196,19 @@ CREATE TABLE IF NOT EXISTS pgchat.usage_ledger (
     sessions_created integer NOT NULL DEFAULT 0,
     active_seconds integer NOT NULL DEFAULT 0,
     generation_ms bigint NOT NULL DEFAULT 0,
-    source text NOT NULL,
+    source text NOT NULL,   -- why the row is here: deleted, changed, moved, track_user_usage
     booked_at timestamptz NOT NULL DEFAULT now(),
     -- Keyed by user: ids are chosen by clients, so the same id written by another account is
-    -- another event of that account (and the table can be partitioned by user).
+    -- another event of that account; and every statement of the live path touches one user's
+    -- rows, so the table can be hash-partitioned (or distributed) by user_id.
     PRIMARY KEY (user_id, kind, event_key),
-    -- One short constraint: each statement that writes a table parses and prepares its CHECK
-    -- expressions again, and the live path writes the ledger on every message. kind and source
-    -- are not checked: no API role may write the ledger, and pgchat's functions set both from
-    -- constants (an IN list would cost as much as the rest of the row's checks).
     CONSTRAINT usage_ledger_counts_valid CHECK (
         least(messages_sent, messages_received, input_tokens, output_tokens, sessions_created,
               active_seconds, generation_ms) >= 0)
 );
-CREATE INDEX IF NOT EXISTS usage_ledger_user_date_idx ON pgchat.usage_ledger (user_id, usage_date);
 COMMENT ON TABLE pgchat.usage_ledger IS
-    'One row per counted event, keyed by message id or session id: the source of truth for usage counters';
+    'Counted events no longer stored as they were counted (deleted, changed, moved) and events '
+    'reported by track_user_usage; with the stored rows it covers not, what was counted';
 
 -- The ledger's user ids always come from rows that were checked already (chat_sessions, or a
 -- profile lookup in track_user_usage), so a foreign key would only add one lookup per booked
@@ -276,7 +287,7 @@ BEGIN
 END
 $fn$;
 
--- The daily counters' upsert, shared by book_usage and the insert branch of
+-- The daily counters' upsert, shared by count_usage and the insert branch of
 -- update_session_stats: it adds a CTE `daily` (user_id, usage_date, messages_sent,
 -- messages_received, input_tokens, output_tokens, models_used, sessions_created,
 -- active_seconds, generation_ms, owner; sums in bigint) to user_usage_daily, moving only the
@@ -350,38 +361,27 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $snippet$ SELECT $tmpl$
             RETURNING 1
 $tmpl$ $snippet$;
 
--- Book events into the ledger; move the counters by what was newly booked, and only by that.
--- Already-booked keys are skipped (ON CONFLICT DO NOTHING), which is what makes every caller
--- idempotent. The counter upsert is atomic (no read-then-write), so concurrent bookings for the
--- same user and day never lose an increment. Returns how many events were newly booked.
--- Source 'adopted' books events that the legacy code counted already: into the ledger only,
--- no counter moves.
+-- Move the counters by events counted now, and only by those: callers pass what was never
+-- counted before (stored rows the ledger does not cover, or ledger rows just inserted). The
+-- counter upsert is atomic (no read-then-write), so concurrent countings for the same user and
+-- day never lose an increment. Callers hold the users' profile locks (lock_in_order).
+-- Returns how many events were counted.
 DO $render$
 BEGIN
     EXECUTE pgchat_migrations.render(replace($tmpl$
-CREATE FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text)
+CREATE FUNCTION pgchat.count_usage(p_events pgchat.usage_event[])
 RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
-DECLARE
-    v_booked integer;
 BEGIN
     IF cardinality(p_events) = 0 THEN
         RETURN 0;
     END IF;
-    WITH booked AS (
-        INSERT INTO pgchat.usage_ledger AS l (
-            user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
-            input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
-        SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
-               coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
-               coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
-               coalesce(e.generation_ms, 0), p_source
+    WITH moving AS (
+        SELECT e.user_id, e.usage_date, e.model,
+               coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
+               coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
+               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds,
+               coalesce(e.generation_ms, 0) AS generation_ms
         FROM unnest(p_events) AS e
-        ORDER BY e.user_id, e.kind, e.event_key
-        ON CONFLICT (user_id, kind, event_key) DO NOTHING
-        RETURNING l.*
-    ), moving AS (
-        SELECT b.* FROM booked b WHERE b.source <> 'adopted'
     ), daily AS (  -- per user and day; models_used counts each model's replies
         SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
                sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
@@ -400,50 +400,68 @@ BEGIN
         GROUP BY m.user_id, m.usage_date
     ), counted AS (
 /*daily_upsert*/
-    ), totals AS (
-        -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
-        -- jsonb_add_counts: its query per call costs on every booking.
-        UPDATE public.profiles p SET
-            usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
-                'total_messages', coalesce((p.usage_stats ->> 'total_messages')::numeric, 0) + t.messages,
-                'total_tokens', coalesce((p.usage_stats ->> 'total_tokens')::numeric, 0) + t.tokens,
-                'sessions_created', coalesce((p.usage_stats ->> 'sessions_created')::numeric, 0) + t.sessions),
-            last_active = now()
-        FROM (SELECT b.user_id, sum(b.messages_sent + b.messages_received) AS messages,
-                     sum(b.input_tokens + b.output_tokens) AS tokens,
-                     sum(b.sessions_created) AS sessions
-              FROM moving b GROUP BY b.user_id) t
-        WHERE p.id = t.user_id
-        RETURNING 1
     )
-    SELECT count(*)::integer INTO v_booked FROM booked;
-    RETURN v_booked;
+    -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
+    -- jsonb_add_counts: its query per call costs on every counting.
+    UPDATE public.profiles p SET
+        usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
+            'total_messages', coalesce((p.usage_stats ->> 'total_messages')::numeric, 0) + t.messages,
+            'total_tokens', coalesce((p.usage_stats ->> 'total_tokens')::numeric, 0) + t.tokens,
+            'sessions_created', coalesce((p.usage_stats ->> 'sessions_created')::numeric, 0) + t.sessions),
+        last_active = now()
+    FROM (SELECT b.user_id, sum(b.messages_sent + b.messages_received) AS messages,
+                 sum(b.input_tokens + b.output_tokens) AS tokens,
+                 sum(b.sessions_created) AS sessions
+          FROM moving b GROUP BY b.user_id) t
+    WHERE p.id = t.user_id;
+    RETURN cardinality(p_events);
 END
 $fn$
 $tmpl$, '/*daily_upsert*/', pgchat_migrations.daily_upsert()));
 END
 $render$;
 
--- Book events as counted already (source 'adopted'), moving no counter: what the legacy code
--- counted before pgchat. Already-booked keys are skipped. Returns how many were adopted now.
-CREATE FUNCTION pgchat.adopt_usage(p_events pgchat.usage_event[])
-RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
+-- Record events in the ledger as counted (already-recorded keys are skipped), moving no
+-- counter: the exceptions of what is stored (see the top of this file). Returns the events
+-- recorded now.
+CREATE FUNCTION pgchat.record_usage(p_events pgchat.usage_event[], p_source text)
+RETURNS pgchat.usage_event[] LANGUAGE plpgsql SET search_path = '' AS $fn$
 DECLARE
-    v_adopted integer;
+    v_recorded pgchat.usage_event[];
 BEGIN
-    INSERT INTO pgchat.usage_ledger AS l (
-        user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
-        input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
-    SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
-           coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
-           coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
-           coalesce(e.generation_ms, 0), 'adopted'
-    FROM unnest(p_events) AS e
-    ORDER BY e.user_id, e.kind, e.event_key
-    ON CONFLICT (user_id, kind, event_key) DO NOTHING;
-    GET DIAGNOSTICS v_adopted = ROW_COUNT;
-    RETURN v_adopted;
+    IF cardinality(p_events) = 0 THEN
+        RETURN '{}';
+    END IF;
+    WITH recorded AS (
+        INSERT INTO pgchat.usage_ledger AS l (
+            user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+            input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+        SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
+               coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
+               coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
+               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
+               coalesce(e.generation_ms, 0), p_source
+        FROM unnest(p_events) AS e
+        ORDER BY e.user_id, e.kind, e.event_key
+        ON CONFLICT (user_id, kind, event_key) DO NOTHING
+        RETURNING l.*
+    )
+    SELECT coalesce(array_agg(ROW(r.kind, r.event_key, r.user_id, r.usage_date, r.session_id,
+                                  r.messages_sent, r.messages_received, r.input_tokens, r.output_tokens,
+                                  r.model, r.sessions_created, r.active_seconds, r.generation_ms
+                             )::pgchat.usage_event), '{}')
+    INTO v_recorded FROM recorded r;
+    RETURN v_recorded;
+END
+$fn$;
+
+-- The events the ledger does not cover yet (not counted under that owner, kind and key).
+CREATE FUNCTION pgchat.uncovered(p_events pgchat.usage_event[])
+RETURNS pgchat.usage_event[] LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+BEGIN
+    RETURN ARRAY(SELECT e FROM unnest(p_events) AS e
+                 WHERE NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                                   WHERE l.user_id = e.user_id AND l.kind = e.kind AND l.event_key = e.event_key));
 END
 $fn$;
 
@@ -465,7 +483,7 @@ $fn$;
 
 -- The one lock order of every write path: a statement writes its message (or session) rows,
 -- then its trigger locks the users' profiles, in id order, and their sessions, each session
--- after its owner's profile, and the daily counters come last (inside book_usage). No path
+-- after its owner's profile, and the daily counters come last (inside count_usage). No path
 -- locks anything before writing its rows, so concurrent writers queue instead of deadlocking:
 -- a session is only ever locked by a transaction that holds its owner's profile, so the only
 -- lock two writers can wait for each other on is a profile, and those are taken in id order.
@@ -553,24 +571,6 @@ BEGIN
 END
 $fn$;
 
--- The facts of stored messages: a keyset batch of up to p_limit messages with ids after
--- p_after, from the first with NULL (the adoption's backfill, 0003a, reads the table through it, whichever duration
--- column it has).
-DO $render$
-BEGIN
-    EXECUTE pgchat_migrations.render($tmpl$
-CREATE FUNCTION pgchat.message_facts_after(p_after text, p_limit integer)
-RETURNS pgchat.message_facts[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
-    SELECT coalesce(array_agg(ROW(c.id, c.session_id, c.role, coalesce(c.error_message, '') = '',
-                                  c.total_tokens, c.input_tokens, c.output_tokens, c.model,
-                                  /*elapsed_ms:c*/, c.message_timestamp)::pgchat.message_facts ORDER BY c.id), '{}')
-    FROM (SELECT * FROM public.chat_messages m WHERE p_after IS NULL OR m.id > p_after
-          ORDER BY m.id LIMIT p_limit) c
-$fn$
-$tmpl$);
-END
-$render$;
-
 -- Statistic deltas of a set of messages per session, signed: +1 for rows added, -1 removed.
 CREATE FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_sign integer)
 RETURNS pgchat.session_delta[] LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $fn$
@@ -602,11 +602,13 @@ DECLARE
     v_new pgchat.message_facts[] := '{}';
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
+    v_counted pgchat.usage_event[];
+    v_events pgchat.usage_event[];
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     -- Inserts (the live path, and every bulk insert) run in two statements straight from
     -- new_rows, without arrays. The first locks the users' profiles, in id order. The second
-    -- does what refresh_sessions and book_usage do for the other events (the same rules, the
+    -- does what refresh_sessions and count_usage do for the other events (the same rules, the
     -- same order of writes); its UPDATE locks the sessions, each after its owner's profile, as
     -- lock_in_order's invariant wants, so the sessions need no lock statement of their own.
     -- The second statement's snapshot is taken after the profile locks: whatever wrote
@@ -663,28 +665,25 @@ BEGIN
             -- planned (generically) for one row on each side, and a nested loop over a
             -- 10,000-session upload made it quadratic.
             SELECT jsonb_object_agg(o.id, o.user_id) AS of_session FROM stats o
-        ), booked AS (  -- message_events, then book_usage
-            INSERT INTO pgchat.usage_ledger AS l (
-                user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
-                input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
-            SELECT (w.of_session ->> n.session_id)::uuid, 'message', n.id,
-                   (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
-                   CASE WHEN n.role = 'user' THEN 1 ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END,
-                   CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN n.model END,
-                   0,
-                   CASE WHEN n.role = 'assistant' THEN (/*elapsed_ms:n*/ / 1000)::integer ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN /*elapsed_ms:n*/ ELSE 0 END,
-                   'trigger'
+        ), booked AS (  -- message_events of the rows the ledger does not cover: counted now
+            -- Nothing is written to the ledger: the stored row is the record that it was
+            -- counted. A covered id (counted before under this owner, then deleted, changed
+            -- or moved) counts nothing.
+            SELECT (w.of_session ->> n.session_id)::uuid AS user_id,
+                   (n.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
+                   CASE WHEN n.role = 'assistant' THEN n.model END AS model,
+                   CASE WHEN n.role = 'user' THEN 1 ELSE 0 END AS messages_sent,
+                   CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END AS messages_received,
+                   CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END AS input_tokens,
+                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END AS output_tokens,
+                   CASE WHEN n.role = 'assistant' THEN (/*elapsed_ms:n*/ / 1000)::integer ELSE 0 END AS active_seconds,
+                   CASE WHEN n.role = 'assistant' THEN /*elapsed_ms:n*/ ELSE 0 END AS generation_ms
             FROM new_rows n CROSS JOIN owners w
             WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
               AND w.of_session ? n.session_id
-            ORDER BY 1, 3
-            ON CONFLICT (user_id, kind, event_key) DO NOTHING
-            RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
-                      l.input_tokens, l.output_tokens, l.active_seconds, l.generation_ms
+              AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                              WHERE l.user_id = (w.of_session ->> n.session_id)::uuid
+                                AND l.kind = 'message' AND l.event_key = n.id)
         ), daily AS (  -- per user and day; models_used counts each model's replies
             SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
                    sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
@@ -737,23 +736,50 @@ BEGIN
         v_sessions);
     PERFORM pgchat.refresh_sessions(
         pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
-    -- A row whose old version was counted and is not in the ledger was counted by the legacy
-    -- code, before pgchat: between the switch (0003) and the backfill (0003a) reaching it, the
-    -- old frontend may write it again. It is adopted (booked, counting nothing), so that the
-    -- booking below skips it. Rows booked since the switch are in the ledger: a no-op for them.
-    -- A renamed message (a new id for a counted row) was moved in the ledger by
-    -- tg_chat_messages__follow_rename before this runs: it is booked already, under its new id.
-    -- A row renamed away (its old id is not among the new rows) is not adopted under its old id:
-    -- its ledger entry has moved to the new id.
+    -- What the old versions had counted and the ledger does not hold: the stored rows were
+    -- that record (a covered row's record is its ledger entry already). A row renamed by this
+    -- statement was handled by tg_chat_messages__follow_rename before this runs: its new id is
+    -- covered when its old one was counted, and an old id not among the new rows is ignored.
+    v_counted := pgchat.uncovered(pgchat.message_events(v_old));
     IF TG_OP = 'DELETE' THEN
-        PERFORM pgchat.adopt_usage(pgchat.message_events(v_old));
-    ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY(
-            SELECT o FROM unnest(v_old) AS o WHERE o.id IN (SELECT n.id FROM unnest(v_new) AS n))));
+        -- Deleted rows of deleted sessions are not here (their session is gone): the
+        -- session's own trigger recorded them, before the cascade (tg_chat_sessions__keep_counted).
+        PERFORM pgchat.record_usage(v_counted, 'deleted');
+        RETURN NULL;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-        PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
-    END IF;
+    v_events := pgchat.message_events(v_new);
+    -- A counted row whose counted values changed (role, success, date, tokens, model,
+    -- duration, owner): the values counted first stay the counted ones.
+    PERFORM pgchat.record_usage(ARRAY(
+        SELECT o FROM unnest(v_counted) AS o
+        WHERE o.event_key IN (SELECT n.id FROM unnest(v_new) AS n)
+          AND NOT EXISTS (SELECT FROM unnest(v_events) AS e
+                          WHERE (e.event_key, e.user_id, e.usage_date, e.messages_sent, e.messages_received,
+                                 e.input_tokens, e.output_tokens, e.model, e.active_seconds, e.generation_ms)
+                                IS NOT DISTINCT FROM
+                                (o.event_key, o.user_id, o.usage_date, o.messages_sent, o.messages_received,
+                                 o.input_tokens, o.output_tokens, o.model, o.active_seconds, o.generation_ms))),
+        'changed');
+    -- A counted row moved to another owner's session: counted for its first owner (above, or
+    -- in the ledger already), marked counted for the new one, which it must not count for again.
+    PERFORM pgchat.record_usage(ARRAY(
+        SELECT ROW('message', n.id, ns.user_id, (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
+                   0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
+        FROM unnest(v_new) AS n
+        JOIN unnest(v_old) AS o ON o.id = n.id
+        JOIN public.chat_sessions ns ON ns.id = n.session_id
+        JOIN public.chat_sessions os ON os.id = o.session_id
+        WHERE ns.user_id <> os.user_id
+          AND EXISTS (SELECT FROM pgchat.usage_ledger l
+                      WHERE l.user_id = os.user_id AND l.kind = 'message' AND l.event_key = o.id)),
+        'moved');
+    -- Counted now: new versions that are counted events, covered by no ledger entry, whose old
+    -- version was not a counted event (a failed reply retried with success). An old version
+    -- that was one is counted already: by its stored row, or under its ledger entry.
+    PERFORM pgchat.count_usage(ARRAY(
+        SELECT e FROM unnest(pgchat.uncovered(v_events)) AS e
+        WHERE e.event_key NOT IN (SELECT o.id FROM unnest(v_old) AS o
+                                  WHERE o.counted AND o.role IN ('user', 'assistant'))));
     RETURN NULL;
 END
 $fn$
@@ -787,21 +813,99 @@ BEGIN
 END
 $fn$;
 
--- Books sessions_created once per session id, on the UTC date the session was created.
--- Generic plans, as in update_session_stats.
-CREATE FUNCTION pgchat.tg_chat_sessions__book_created()
+-- Counts sessions_created once per session, on the UTC date the session was created: every
+-- new session the ledger does not cover (a session id deleted and written again by the same
+-- user counts once). Generic plans, as in update_session_stats.
+CREATE FUNCTION pgchat.tg_chat_sessions__count_created()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = '' SET plan_cache_mode = force_generic_plan AS $fn$
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     PERFORM pgchat.lock_in_order(ARRAY(SELECT DISTINCT n.user_id FROM new_sessions n), '{}');
-    PERFORM pgchat.book_usage(ARRAY(
+    PERFORM pgchat.count_usage(pgchat.uncovered(ARRAY(
         SELECT ROW('session', n.id, n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, n.id,
                    0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event
-        FROM new_sessions n), 'trigger');
+        FROM new_sessions n)));
     RETURN NULL;
 END
 $fn$;
+
+-- What a session and its messages counted, kept before the session is deleted: the cascade
+-- deletes its messages after the session row is gone, when their owner can no longer be
+-- looked up. Row-level, on deletes only. Nothing is kept for a user being deleted (the profile
+-- is gone already): tg_profiles__forget_usage forgets that user's usage anyway.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE FUNCTION pgchat.tg_chat_sessions__keep_counted()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT FROM public.profiles p WHERE p.id = OLD.user_id) THEN
+        RETURN OLD;
+    END IF;
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
+    PERFORM pgchat.record_usage(pgchat.uncovered(
+        ARRAY[ROW('session', OLD.id, OLD.user_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.id,
+                  0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event]
+        || pgchat.message_events(ARRAY(
+            SELECT ROW(m.id, m.session_id, m.role, true, m.total_tokens, m.input_tokens, m.output_tokens,
+                       m.model, /*elapsed_ms:m*/, m.message_timestamp)::pgchat.message_facts
+            FROM public.chat_messages m
+            WHERE m.session_id = OLD.id AND coalesce(m.error_message, '') = ''
+              AND m.role IN ('user', 'assistant')))), 'deleted');
+    RETURN OLD;
+END
+$fn$
+$tmpl$);
+END
+$render$;
+
+-- A session that changes its id or its owner (the service role can write either): what it
+-- counted stays counted under its old identity, and its new identity is marked counted with
+-- nothing to add; a change of owner does the same for each of its counted messages.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE FUNCTION pgchat.tg_chat_sessions__follow_move()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+DECLARE
+    v_messages pgchat.usage_event[] := '{}';
+BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
+    PERFORM pgchat.lock_in_order(ARRAY[OLD.user_id, NEW.user_id], '{}');
+    IF NEW.user_id <> OLD.user_id THEN
+        -- the counted messages, as the old owner counted them (their rows already say NEW.id)
+        v_messages := ARRAY(
+            SELECT ROW('message', m.id, OLD.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, OLD.id,
+                       CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
+                       CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN m.model END, 0,
+                       CASE WHEN m.role = 'assistant' THEN (/*elapsed_ms:m*/ / 1000)::integer ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN /*elapsed_ms:m*/ ELSE 0 END)::pgchat.usage_event
+            FROM public.chat_messages m
+            WHERE m.session_id = NEW.id AND coalesce(m.error_message, '') = ''
+              AND m.role IN ('user', 'assistant'));
+        PERFORM pgchat.record_usage(pgchat.uncovered(v_messages), 'changed');
+        PERFORM pgchat.record_usage(ARRAY(
+            SELECT ROW('message', l.event_key, NEW.user_id, l.usage_date, NEW.id, 0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
+            FROM pgchat.usage_ledger l
+            JOIN public.chat_messages m ON m.id = l.event_key AND m.session_id = NEW.id
+            WHERE l.user_id = OLD.user_id AND l.kind = 'message'), 'moved');
+    END IF;
+    PERFORM pgchat.record_usage(pgchat.uncovered(
+        ARRAY[ROW('session', OLD.id, OLD.user_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.id,
+                  0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event]), 'changed');
+    PERFORM pgchat.record_usage(
+        ARRAY[ROW('session', NEW.id, NEW.user_id, (NEW.created_at AT TIME ZONE 'UTC')::date, NEW.id,
+                  0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event], 'moved');
+    RETURN NULL;
+END
+$fn$
+$tmpl$);
+END
+$render$;
 
 -- The keyed track_user_usage (every legacy one was dropped by the adoption block above).
 
@@ -817,6 +921,8 @@ CREATE FUNCTION public.track_user_usage(
     p_session_created boolean DEFAULT false,
     p_active_seconds integer DEFAULT 0
 ) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
+DECLARE
+    v_recorded pgchat.usage_event[];
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     IF p_user_id IS NULL OR coalesce(p_event_key, '') = '' OR p_usage_date IS NULL THEN
@@ -844,12 +950,21 @@ BEGIN
         RAISE EXCEPTION 'track_user_usage: unknown user %', p_user_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
-    RETURN pgchat.book_usage(ARRAY[ROW(
+    -- A stored row of that key and owner that is a counted event was counted by the triggers.
+    IF (CASE WHEN p_session_created
+             THEN EXISTS (SELECT FROM public.chat_sessions s WHERE s.id = p_event_key AND s.user_id = p_user_id)
+             ELSE EXISTS (SELECT FROM public.chat_messages m JOIN public.chat_sessions s ON s.id = m.session_id
+                          WHERE m.id = p_event_key AND s.user_id = p_user_id
+                            AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')) END) THEN
+        RETURN false;
+    END IF;
+    v_recorded := pgchat.record_usage(ARRAY[ROW(
         CASE WHEN p_session_created THEN 'session' ELSE 'message' END, p_event_key, p_user_id,
         p_usage_date, NULL, p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
         p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds,
         p_active_seconds::bigint * 1000
-    )::pgchat.usage_event], 'track_user_usage') = 1;
+    )::pgchat.usage_event], 'track_user_usage');
+    RETURN pgchat.count_usage(v_recorded) = 1;
 END
 $fn$;
 COMMENT ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, integer, integer, text, boolean, integer) IS
@@ -857,13 +972,13 @@ COMMENT ON FUNCTION public.track_user_usage(uuid, text, date, integer, integer, 
     'p_session_created), the same key the triggers use, so an event reported by both counts once. '
     'Returns true if it was counted now, false if that key was already counted.';
 
--- A message whose id changes is the same message: its ledger entry follows it to the new id,
--- so that the statement trigger finds the new id booked and counts nothing again (renaming a
--- counted reply three times must not count it four times). Counted before pgchat and not
--- adopted yet: adopted first, then moved. Where the new id is in the ledger already (counted
--- once before, under that id), both entries stay: each was counted once. Row-level with a WHEN
--- clause, so that it costs nothing on the updates that keep their id; it runs before the
--- statement-level triggers of the same statement.
+-- A message whose id changes is the same message. Counted under its old id (by its stored
+-- row, or in the ledger), it stays counted there and its new id is marked counted with nothing
+-- to add, so that the statement trigger counts nothing again (renaming a counted reply three
+-- times must not count it four times, nor re-uploading its old id afterwards). Never counted
+-- (a failed reply), the new id is an id like any other. Row-level with a WHEN clause, so that
+-- it costs nothing on the updates that keep their id; it runs before the statement-level
+-- triggers of the same statement.
 DO $render$
 BEGIN
     EXECUTE pgchat_migrations.render($tmpl$
@@ -875,14 +990,17 @@ DECLARE
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     SELECT s.user_id INTO v_user FROM public.chat_sessions s WHERE s.id = OLD.session_id;
-    PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY[ROW(
+    PERFORM pgchat.record_usage(pgchat.uncovered(pgchat.message_events(ARRAY[ROW(
         OLD.id, OLD.session_id, OLD.role, coalesce(OLD.error_message, '') = '', OLD.total_tokens,
         OLD.input_tokens, OLD.output_tokens, OLD.model, /*elapsed_ms:OLD*/,
-        OLD.message_timestamp)::pgchat.message_facts]));
-    UPDATE pgchat.usage_ledger l SET event_key = NEW.id
-    WHERE l.user_id = v_user AND l.kind = 'message' AND l.event_key = OLD.id
-      AND NOT EXISTS (SELECT FROM pgchat.usage_ledger x
-                      WHERE x.user_id = v_user AND x.kind = 'message' AND x.event_key = NEW.id);
+        OLD.message_timestamp)::pgchat.message_facts])), 'changed');
+    IF EXISTS (SELECT FROM pgchat.usage_ledger l
+               WHERE l.user_id = v_user AND l.kind = 'message' AND l.event_key = OLD.id) THEN
+        PERFORM pgchat.record_usage(ARRAY(
+            SELECT ROW('message', NEW.id, s.user_id, (NEW.message_timestamp AT TIME ZONE 'UTC')::date,
+                       NEW.session_id, 0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
+            FROM public.chat_sessions s WHERE s.id = NEW.session_id), 'moved');
+    END IF;
     RETURN NULL;
 END
 $fn$
@@ -930,32 +1048,80 @@ CREATE TRIGGER _500_session_stats_update AFTER UPDATE ON public.chat_messages
 CREATE TRIGGER _500_session_stats_delete AFTER DELETE ON public.chat_messages
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION public.update_session_stats();
-CREATE TRIGGER _500_book_session_created AFTER INSERT ON public.chat_sessions
+CREATE TRIGGER _500_count_session_created AFTER INSERT ON public.chat_sessions
     REFERENCING NEW TABLE AS new_sessions
-    FOR EACH STATEMENT EXECUTE FUNCTION pgchat.tg_chat_sessions__book_created();
+    FOR EACH STATEMENT EXECUTE FUNCTION pgchat.tg_chat_sessions__count_created();
+CREATE TRIGGER _100_keep_counted BEFORE DELETE ON public.chat_sessions
+    FOR EACH ROW EXECUTE FUNCTION pgchat.tg_chat_sessions__keep_counted();
+CREATE TRIGGER _400_follow_move AFTER UPDATE ON public.chat_sessions
+    FOR EACH ROW
+    WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.user_id IS DISTINCT FROM NEW.user_id
+          OR (OLD.created_at AT TIME ZONE 'UTC')::date IS DISTINCT FROM (NEW.created_at AT TIME ZONE 'UTC')::date)
+    EXECUTE FUNCTION pgchat.tg_chat_sessions__follow_move();
 
--- What the counters should be, recomputed from the ledger.
-CREATE VIEW pgchat.expected_usage_daily AS
-SELECT l.user_id, l.usage_date,
-       sum(l.messages_sent)::integer AS messages_sent,
-       sum(l.messages_received)::integer AS messages_received,
-       sum(l.input_tokens)::integer AS input_tokens,
-       sum(l.output_tokens)::integer AS output_tokens,
-       sum(l.input_tokens + l.output_tokens)::integer AS total_tokens,
-       coalesce((SELECT jsonb_object_agg(mm.model, mm.uses) FROM (
-           SELECT l2.model, count(*) AS uses FROM pgchat.usage_ledger l2
-           WHERE l2.user_id = l.user_id AND l2.usage_date = l.usage_date AND l2.model IS NOT NULL
-           GROUP BY l2.model) mm), '{}'::jsonb) AS models_used,
-       sum(l.sessions_created)::integer AS sessions_created,
-       sum(l.active_seconds)::integer AS active_seconds,
-       sum(l.generation_ms)::bigint AS generation_ms
+-- Everything that was counted: every ledger row, and every stored counted event the ledger
+-- does not cover (source 'stored'): a successful user or assistant message under its
+-- session's owner, a session. The same rules as the triggers, row for row.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE VIEW pgchat.counted_events AS
+SELECT l.user_id, l.kind, l.event_key, l.usage_date, l.messages_sent, l.messages_received,
+       l.input_tokens, l.output_tokens, l.model, l.sessions_created, l.active_seconds,
+       l.generation_ms, l.source
 FROM pgchat.usage_ledger l
-GROUP BY l.user_id, l.usage_date;
+UNION ALL
+SELECT s.user_id, 'message', m.id, (m.message_timestamp AT TIME ZONE 'UTC')::date,
+       CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
+       CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN m.model::text END, 0,
+       CASE WHEN m.role = 'assistant' THEN (/*elapsed_ms:m*/ / 1000)::integer ELSE 0 END,
+       CASE WHEN m.role = 'assistant' THEN /*elapsed_ms:m*/ ELSE 0 END,
+       'stored'
+FROM public.chat_messages m
+JOIN public.chat_sessions s ON s.id = m.session_id
+WHERE coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
+  AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                  WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
+UNION ALL
+SELECT s.user_id, 'session', s.id, (s.created_at AT TIME ZONE 'UTC')::date, 0, 0, 0, 0, NULL, 1, 0, 0,
+       'stored'
+FROM public.chat_sessions s
+WHERE NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                  WHERE l.user_id = s.user_id AND l.kind = 'session' AND l.event_key = s.id)
+$tmpl$);
+END
+$render$;
+COMMENT ON VIEW pgchat.counted_events IS
+    'What was counted: the ledger, and the stored events it does not cover (source stored)';
 
--- Every counter that differs from the ledger: per user and day, the profile totals
--- (usage_date NULL), and every stored successful message that the ledger does not hold under
--- its owner (field 'booked': something wrote it without counting it). `recorded` is what the
--- database says, `expected` what the ledger says. Only the counters the table has are
+-- What the counters should be, recomputed from everything counted.
+CREATE VIEW pgchat.expected_usage_daily AS
+SELECT d.user_id, d.usage_date,
+       sum(d.messages_sent)::integer AS messages_sent,
+       sum(d.messages_received)::integer AS messages_received,
+       sum(d.input_tokens)::integer AS input_tokens,
+       sum(d.output_tokens)::integer AS output_tokens,
+       sum(d.input_tokens + d.output_tokens)::integer AS total_tokens,
+       coalesce(jsonb_object_agg(d.model, d.uses) FILTER (WHERE d.model IS NOT NULL), '{}'::jsonb) AS models_used,
+       sum(d.sessions_created)::integer AS sessions_created,
+       sum(d.active_seconds)::integer AS active_seconds,
+       sum(d.generation_ms)::bigint AS generation_ms
+FROM (SELECT e.user_id, e.usage_date, e.model, count(*) AS uses,
+             sum(e.messages_sent) AS messages_sent, sum(e.messages_received) AS messages_received,
+             sum(e.input_tokens) AS input_tokens, sum(e.output_tokens) AS output_tokens,
+             sum(e.sessions_created) AS sessions_created, sum(e.active_seconds) AS active_seconds,
+             sum(e.generation_ms) AS generation_ms
+      FROM pgchat.counted_events e
+      GROUP BY e.user_id, e.usage_date, e.model) d
+GROUP BY d.user_id, d.usage_date;
+
+-- Every counter that differs from what was counted (pgchat.counted_events): per user and day,
+-- and the profile totals (usage_date NULL). A stored message counted twice (renamed, reused by
+-- another account) or never shows here as a counter that differs. `recorded` is what the
+-- database says, `expected` what was counted. Only the counters the table has are
 -- compared (render()). usage_drift(NULL) reads everything once; usage_drift_of, for a batch
 -- of users, goes through the indexes (a rebuild batch reads only its users' rows), without
 -- JIT: the planner's estimate for an array of unknown size would compile a few hundred
@@ -1002,18 +1168,9 @@ LANGUAGE sql STABLE SET search_path = '' /*settings*/ AS $fn$
         LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
                           sum(l.input_tokens + l.output_tokens) AS tokens,
                           sum(l.sessions_created) AS sessions
-                   FROM pgchat.usage_ledger l WHERE /*users:l.user_id*/
+                   FROM pgchat.counted_events l WHERE /*users:l.user_id*/
                    GROUP BY l.user_id) t ON t.user_id = p.id
         WHERE /*users:p.id*/
-    ), unbooked AS (
-        SELECT s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
-               format('booked (message %s)', m.id) AS field, 'false' AS recorded, 'true' AS expected
-        FROM public.chat_messages m
-        JOIN public.chat_sessions s ON s.id = m.session_id
-        WHERE /*users:s.user_id*/
-          AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
-          AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
-                          WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -1022,8 +1179,6 @@ LANGUAGE sql STABLE SET search_path = '' /*settings*/ AS $fn$
       -- a day with no counter row and nothing expected is not drift
       AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
                AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
-    UNION ALL
-    SELECT * FROM unbooked
     ORDER BY 1, 2 NULLS FIRST, 3
 $fn$
 $tmpl$;
@@ -1131,7 +1286,7 @@ BEGIN
               'total_tokens', coalesce(sum(l.input_tokens + l.output_tokens), 0),
               'sessions_created', coalesce(sum(l.sessions_created), 0)) AS totals
           FROM public.profiles pr
-          LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
+          LEFT JOIN pgchat.counted_events l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
           WHERE pr.id = ANY (p_users)
           GROUP BY pr.id) t
     WHERE p.id = t.user_id
@@ -1154,7 +1309,8 @@ BEGIN
     RETURN pgchat.rebuild_users(CASE WHEN p_user_id IS NOT NULL THEN ARRAY[p_user_id] ELSE ARRAY(
         SELECT p.id FROM public.profiles p
         UNION SELECT u.user_id FROM public.user_usage_daily u
-        UNION SELECT l.user_id FROM pgchat.usage_ledger l) END);
+        UNION SELECT l.user_id FROM pgchat.usage_ledger l
+        UNION SELECT s.user_id FROM public.chat_sessions s) END);
 END
 $fn$;
 

@@ -1,16 +1,13 @@
--- Adoption, after the switch (0003): what is already in the database has already been counted
--- by the legacy code (inflated or not). Each session and each successful message is booked in
--- the ledger as such (source 'adopted') without moving any counter, and session statistics are
--- recomputed from the messages (the legacy trigger counted failed messages too). `pgchat usage
--- rebuild` then repairs the counters from the ledger.
+-- Adoption, after the switch (0003): what is already in the database was counted by the
+-- legacy code (inflated or not), and the stored rows are their own record of it (0003): there
+-- is nothing to book. Session statistics are recomputed from the messages (the legacy trigger
+-- counted failed messages too). `pgchat usage verify` then shows what the legacy code counted
+-- differently from what is stored, and `pgchat usage rebuild` repairs it.
 --
--- Online: batches keyed by primary-key ranges, each committed on its own, so the app's writes
--- never wait behind more than one batch. Booking takes no lock on an app table (a concurrent
--- booking of the same key waits for the batch's commit at most); a statistics batch locks its
--- sessions' profiles, then the sessions, by id: the one lock order of the write paths.
--- Resumable: every step is idempotent (ON CONFLICT DO NOTHING; statistics recomputed from
--- scratch), so a run interrupted anywhere is simply run again, from the start. Rows written
--- since the switch are booked already by the triggers and skipped here.
+-- Online: batches of sessions keyed by id ranges, each committed on its own, so the app's
+-- writes never wait behind more than one batch. A batch locks its sessions' profiles, then the
+-- sessions, by id: the one lock order of the write paths. Resumable: statistics are recomputed
+-- from scratch, so a run interrupted anywhere is simply run again, from the start.
 -- In a one-transaction script (`pgchat sql`, Supabase files) pgchat.one_transaction is on and
 -- the batches share the script's transaction.
 -- transactional: false
@@ -18,15 +15,11 @@
 
 DO $adopt$
 DECLARE
-    c_batch CONSTANT integer := 5000;        -- sessions or messages booked per transaction
     c_stats_batch CONSTANT integer := 200;   -- sessions recomputed per transaction
     v_commit CONSTANT boolean := coalesce(current_setting('pgchat.one_transaction', true), '') <> 'on';
     v_last text := '';        -- keyset position: the last id done (none yet while NOT v_done)
     v_done boolean := false;
     v_ids text[];
-    v_facts pgchat.message_facts[];
-    v_sessions bigint := 0;
-    v_messages bigint := 0;
 BEGIN
     -- The statistics written below are pgchat's own writes (the guards of 0005 let them through).
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', false);
@@ -36,32 +29,6 @@ BEGIN
     WHERE NOT EXISTS (SELECT FROM public.profiles p WHERE p.id = l.user_id);
     IF v_commit THEN COMMIT; END IF;
 
-    LOOP  -- sessions: sessions_created, on the UTC date of created_at
-        SELECT array_agg(s.id ORDER BY s.id) INTO v_ids
-        FROM (SELECT c.id FROM public.chat_sessions c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_batch) s;
-        EXIT WHEN v_ids IS NULL;
-        v_sessions := v_sessions + pgchat.adopt_usage(ARRAY(
-            SELECT ROW('session', s.id, s.user_id, (s.created_at AT TIME ZONE 'UTC')::date, s.id,
-                       0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event
-            FROM public.chat_sessions s WHERE s.id = ANY (v_ids)));
-        v_last := v_ids[cardinality(v_ids)];
-        v_done := true;
-        IF v_commit THEN COMMIT; END IF;
-    END LOOP;
-
-    v_last := '';
-    v_done := false;
-    LOOP  -- messages: what the triggers would have booked (pgchat.message_events)
-        v_facts := pgchat.message_facts_after(CASE WHEN v_done THEN v_last END, c_batch);
-        EXIT WHEN cardinality(v_facts) = 0;
-        v_messages := v_messages + pgchat.adopt_usage(pgchat.message_events(v_facts));
-        v_last := v_facts[cardinality(v_facts)].id;
-        v_done := true;
-        IF v_commit THEN COMMIT; END IF;
-    END LOOP;
-
-    v_last := '';
-    v_done := false;
     LOOP  -- session statistics, from scratch (what pgchat.session_stats_expected shows)
         SELECT array_agg(s.id ORDER BY s.id) INTO v_ids
         FROM (SELECT c.id FROM public.chat_sessions c WHERE c.id >= v_last AND NOT (v_done AND c.id = v_last) ORDER BY c.id LIMIT c_stats_batch) s;
@@ -94,9 +61,5 @@ BEGIN
         IF v_commit THEN COMMIT; END IF;
     END LOOP;
     PERFORM pg_catalog.set_config('pgchat.writer', '', false);
-    IF v_sessions + v_messages > 0 THEN
-        RAISE NOTICE 'pgchat: adopted % session(s) and % message(s) as already counted (no counter moved)',
-            v_sessions, v_messages;
-    END IF;
 END
 $adopt$;

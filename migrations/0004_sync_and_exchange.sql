@@ -122,7 +122,7 @@ CREATE TYPE pgchat.parsed_message AS (
 -- Ids and user_message_id are trimmed of surrounding spaces (the rule: the top of this file).
 -- Everything is inline on purpose: a function call per message costs more than the parsing
 -- (each call of a function with a pinned search_path saves and restores settings). PL/pgSQL
--- rather than SQL so that the plan is kept between calls (see book_usage in 0003).
+-- rather than SQL so that the plan is kept between calls (see count_usage in 0003).
 -- The timestamp rules are those of pgchat.json_timestamptz, within the time window that
 -- chat_messages_timestamp_window (0005) enforces: 2000-01-01 to one day from now (why: 0005).
 -- Ids have at most 255 characters (chat_messages_id_length, 0005). STABLE, not IMMUTABLE: the

@@ -32,10 +32,10 @@
 -- EXCLUSIVE lock. The integer counters stay integers; pgchat.within_integer (0003) refuses,
 -- with a clear message, a write that would carry one past its range.
 --
--- Why 255 characters for ids: the widest btree entry holding ids is
--- idx_chat_messages_session_latest (session_id, message_timestamp, id): 2 x 255 characters x
--- at most 4 bytes + 8 = 2,048 bytes, safely below the 2,704-byte limit of a btree entry (a
--- longer id failed the whole call with 54000). The app's ids are a few dozen characters.
+-- Why 255 characters for ids: the widest btree entry holding ids is the primary key of
+-- pgchat.usage_ledger (user_id, kind, event_key): 16 + 8 + 255 characters x at most 4 bytes
+-- = 1,044 bytes, safely below the 2,704-byte limit of a btree entry (a longer id failed the
+-- whole call with 54000). The app's ids are a few dozen characters.
 --
 -- Why the time window, from 2000-01-01 to one day from now: a chat message cannot predate
 -- this app (or any LLM chat), yet imported archives of the last decades still fit; the lower

@@ -387,7 +387,7 @@ def sql(dsn: str | None, everything: bool, supabase_dir: Path | None, lock_timeo
 
 @main.group()
 def usage() -> None:
-    """Verify, repair and show the usage counters (the ledger is the source of truth)."""
+    """Verify, repair and show the usage counters (what was counted is the truth)."""
 
 
 def _drift_rows(drift: list[usage_api.Drift]) -> list[list[Any]]:
@@ -405,20 +405,20 @@ def _drift_json(drift: list[usage_api.Drift]) -> list[dict[str, Any]]:
 @click.option("--user", "user_id", type=click.UUID, help="Only this user.")
 @json_option
 def usage_verify(dsn: str | None, user_id: UUID | None, as_json: bool) -> None:
-    """Recompute the counters from the ledger; exit 1 if any counter drifted."""
+    """Recount what was counted (stored rows and ledger); exit 1 if any counter drifted."""
     with connection.connect(target(dsn, quiet=as_json)) as conn:
-        tty_progress("verifying every counter against the ledger ..." if user_id is None
-                     else f"verifying the counters of {user_id} against the ledger ...")
+        tty_progress("recounting every counter from what was counted ..." if user_id is None
+                     else f"recounting the counters of {user_id} ...")
         drift = usage_api.verify(conn, user_id)
     if as_json:
         emit_json({"ok": not drift, "drift": _drift_json(drift)})
     elif drift:
-        table(["user", "date", "field", "recorded", "ledger says"], _drift_rows(drift))
+        table(["user", "date", "field", "recorded", "counted"], _drift_rows(drift))
         users = len({d.user_id for d in drift})
         click.echo(f"\n{len(drift)} counter(s) drifted for {users} user(s); "
                    "`pgchat usage rebuild` repairs them")
     else:
-        click.echo("ok: every counter matches the ledger")
+        click.echo("ok: every counter matches what was counted")
     sys.exit(1 if drift else 0)
 
 
@@ -430,13 +430,13 @@ def usage_verify(dsn: str | None, user_id: UUID | None, as_json: bool) -> None:
 @json_option
 def usage_rebuild(dsn: str | None, user_id: UUID | None, dry_run: bool, yes: bool,
                   as_json: bool) -> None:
-    """Rewrite user_usage_daily and profiles.usage_stats from the ledger.
+    """Rewrite user_usage_daily and profiles.usage_stats from what was counted.
 
     The one-time repair after adopting an inflated database. Shows before/after first and asks
     for confirmation unless --yes (or --dry-run, which writes nothing).
     """
     with connection.connect(target(dsn, quiet=as_json)) as conn:
-        tty_progress("comparing every counter with the ledger ...")
+        tty_progress("comparing every counter with what was counted ...")
         planned = usage_api.rebuild(conn, user_id, dry_run=True)
         if not as_json and planned:
             table(["user", "date", "field", "before", "after"], _drift_rows(planned))
@@ -454,11 +454,11 @@ def usage_rebuild(dsn: str | None, user_id: UUID | None, dry_run: bool, yes: boo
         emit_json({"dry_run": dry_run, "changes": _drift_json(done if done else planned),
                    "written": len(done)})
     elif not planned:
-        click.echo("nothing to do: every counter matches the ledger")
+        click.echo("nothing to do: every counter matches what was counted")
     elif dry_run:
         click.echo(f"\ndry run: {len(planned)} counter(s) would change; nothing written")
     else:
-        click.echo(f"\nrewrote {len(done)} counter(s) from the ledger")
+        click.echo(f"\nrewrote {len(done)} counter(s) from what was counted")
 
 
 @usage.command("show")

@@ -70,7 +70,7 @@ class Client:
             session_created=session_created, active_seconds=active_seconds))
 
     def verify_usage(self, user_id: UUID | str | None = None) -> list[Drift]:
-        """Every counter that differs from the ledger ([] when all is well)."""
+        """Every counter that differs from what was counted ([] when all is well)."""
         return run(self.conn, usage.verify_query(user_id))
 
     def show_usage(self, user_id: UUID | str, date_from: date | None = None,
@@ -80,7 +80,7 @@ class Client:
 
     def rebuild_usage(self, user_id: UUID | str | None = None, *,
                       dry_run: bool = False) -> list[Drift]:
-        """Rewrite the counters from the ledger and commit; returns what was repaired."""
+        """Rewrite the counters from what was counted and commit; returns what was repaired."""
         return usage.rebuild(self.conn, user_id, dry_run=dry_run)
 
 
@@ -120,7 +120,7 @@ class AsyncClient:
             session_created=session_created, active_seconds=active_seconds))
 
     async def verify_usage(self, user_id: UUID | str | None = None) -> list[Drift]:
-        """Every counter that differs from the ledger ([] when all is well)."""
+        """Every counter that differs from what was counted ([] when all is well)."""
         return await run_async(self.conn, usage.verify_query(user_id))
 
     async def show_usage(self, user_id: UUID | str, date_from: date | None = None,
@@ -130,7 +130,7 @@ class AsyncClient:
 
     async def rebuild_usage(self, user_id: UUID | str | None = None, *,
                             dry_run: bool = False) -> list[Drift]:
-        """Rewrite the counters from the ledger and commit; returns what was repaired."""
+        """Rewrite the counters from what was counted and commit; returns what was repaired."""
         usage.check_idle(self.conn.info.transaction_status)
         user = None if user_id is None else as_uuid(user_id)
         repaired: list[Drift] = []

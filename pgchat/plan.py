@@ -241,7 +241,8 @@ def _plan_0003(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                                      (f"public.{name}()",)) else "creates"
         plan.actions.append(f"{verb} function public.{name}()")
     plan.actions.append("creates triggers _000_skip_noop_update, on_session_updated,"
-                        " _500_book_session_created on chat_sessions; _000_skip_noop_update,"
+                        " _100_keep_counted, _400_follow_move, _500_count_session_created on"
+                        " chat_sessions; _000_skip_noop_update, _400_follow_rename,"
                         " _500_session_stats_insert/update/delete on chat_messages;"
                         " _900_forget_usage on profiles")
     if not _exists(conn, "public.chat_sessions"):
@@ -288,9 +289,9 @@ def _plan_0003a(conn: psycopg.Connection, plan: MigrationPlan) -> None:
     sessions = _scalar(conn, "SELECT count(*) FROM public.chat_sessions")
     messages = _scalar(conn, "SELECT count(*) FROM public.chat_messages WHERE role IN"
                              " ('user', 'assistant') AND coalesce(error_message, '') = ''")
-    plan.actions.append(f"backfills the usage ledger: {sessions} session(s) and {messages}"
-                        " successful message(s), booked as already counted (no counter moves),"
-                        " in committed batches")
+    plan.actions.append(f"takes the {messages} successful message(s) and {sessions} session(s)"
+                        " stored as counted already (their rows are the record: nothing is"
+                        " copied), then recomputes session statistics in committed batches")
 
 
 def _plan_0004(conn: psycopg.Connection, plan: MigrationPlan) -> None:

@@ -1,4 +1,5 @@
-"""Usage counters: verify them against the ledger, rebuild them from it, show them, book events.
+"""Usage counters: recount them from what was counted (the stored rows and the ledger of
+exceptions, pgchat.counted_events), rebuild them from it, show them, book events.
 
 Every function takes an open psycopg connection (any row factory) and runs inside the caller's
 transaction (committing is the caller's business), so calls compose with the caller's own
@@ -23,7 +24,7 @@ from pgchat.errors import UsageError, ValidationError
 
 @dataclass(frozen=True)
 class Drift:
-    """One counter that disagrees with the ledger. `usage_date` None means profiles.usage_stats."""
+    """One counter that disagrees with what was counted. `usage_date` None: profiles.usage_stats."""
 
     user_id: UUID
     usage_date: date | None
@@ -167,7 +168,7 @@ def check_idle(status: pq.TransactionStatus) -> None:
 
 
 def verify(conn: psycopg.Connection[Any], user_id: UUID | str | None = None) -> list[Drift]:
-    """Every counter (daily and profile totals) that differs from what the ledger says."""
+    """Every counter (daily and profile totals) that differs from what was counted."""
     return run(conn, verify_query(user_id))
 
 
@@ -179,7 +180,7 @@ def user_count(conn: psycopg.Connection[Any]) -> int:
 def rebuild(conn: psycopg.Connection[Any], user_id: UUID | str | None = None, *,
             dry_run: bool = False,
             progress: Callable[[int], None] | None = None) -> list[Drift]:
-    """Rewrite user_usage_daily and profiles.usage_stats from the ledger, and commit.
+    """Rewrite user_usage_daily and profiles.usage_stats from what was counted, and commit.
 
     Returns the differences that were (or, with `dry_run`, would be) repaired. Online: the
     users are rebuilt batch by batch, each batch in a transaction of its own that locks its

@@ -155,33 +155,6 @@ CREATE FUNCTION auth.uid() RETURNS uuid
     $$;
 
 --
--- Name: adopt_usage(pgchat.usage_event[]); Type: FUNCTION; Schema: pgchat; Owner: -
---
-
-CREATE FUNCTION pgchat.adopt_usage(p_events pgchat.usage_event[]) RETURNS integer
-    LANGUAGE plpgsql
-    SET search_path TO ''
-    AS $$
-DECLARE
-    v_adopted integer;
-BEGIN
-    INSERT INTO pgchat.usage_ledger AS l (
-        user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
-        input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
-    SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
-           coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
-           coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-           coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
-           coalesce(e.generation_ms, 0), 'adopted'
-    FROM unnest(p_events) AS e
-    ORDER BY e.user_id, e.kind, e.event_key
-    ON CONFLICT (user_id, kind, event_key) DO NOTHING;
-    GET DIAGNOSTICS v_adopted = ROW_COUNT;
-    RETURN v_adopted;
-END
-$$;
-
---
 -- Name: assert_acting_for(uuid); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
@@ -210,34 +183,44 @@ END
 $$;
 
 --
--- Name: book_usage(pgchat.usage_event[], text); Type: FUNCTION; Schema: pgchat; Owner: -
+-- Name: conversation_list(jsonb); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text) RETURNS integer
+CREATE FUNCTION pgchat.conversation_list(p_payload jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+BEGIN
+    IF jsonb_typeof(p_payload) = 'array' THEN
+        RETURN p_payload;
+    ELSIF jsonb_typeof(p_payload) = 'object' AND jsonb_typeof(p_payload -> 'conversations') = 'array' THEN
+        RETURN p_payload -> 'conversations';
+    END IF;
+    RAISE EXCEPTION 'payload must be an array of conversations or {"conversations": [...]}, got %',
+        coalesce(jsonb_typeof(p_payload), 'null')
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+
+--
+-- Name: count_usage(pgchat.usage_event[]); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.count_usage(p_events pgchat.usage_event[]) RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
-DECLARE
-    v_booked integer;
 BEGIN
     IF cardinality(p_events) = 0 THEN
         RETURN 0;
     END IF;
-    WITH booked AS (
-        INSERT INTO pgchat.usage_ledger AS l (
-            user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
-            input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
-        SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
-               coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
-               coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
-               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
-               coalesce(e.generation_ms, 0), p_source
+    WITH moving AS (
+        SELECT e.user_id, e.usage_date, e.model,
+               coalesce(e.messages_sent, 0) AS messages_sent, coalesce(e.messages_received, 0) AS messages_received,
+               coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
+               coalesce(e.sessions_created, 0) AS sessions_created, coalesce(e.active_seconds, 0) AS active_seconds,
+               coalesce(e.generation_ms, 0) AS generation_ms
         FROM unnest(p_events) AS e
-        ORDER BY e.user_id, e.kind, e.event_key
-        ON CONFLICT (user_id, kind, event_key) DO NOTHING
-        RETURNING l.*
-    ), moving AS (
-        SELECT b.* FROM booked b WHERE b.source <> 'adopted'
     ), daily AS (  -- per user and day; models_used counts each model's replies
         SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
                sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
@@ -316,44 +299,21 @@ BEGIN
                 , updated_at = now()
             RETURNING 1
 
-    ), totals AS (
-        -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
-        -- jsonb_add_counts: its query per call costs on every booking.
-        UPDATE public.profiles p SET
-            usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
-                'total_messages', coalesce((p.usage_stats ->> 'total_messages')::numeric, 0) + t.messages,
-                'total_tokens', coalesce((p.usage_stats ->> 'total_tokens')::numeric, 0) + t.tokens,
-                'sessions_created', coalesce((p.usage_stats ->> 'sessions_created')::numeric, 0) + t.sessions),
-            last_active = now()
-        FROM (SELECT b.user_id, sum(b.messages_sent + b.messages_received) AS messages,
-                     sum(b.input_tokens + b.output_tokens) AS tokens,
-                     sum(b.sessions_created) AS sessions
-              FROM moving b GROUP BY b.user_id) t
-        WHERE p.id = t.user_id
-        RETURNING 1
     )
-    SELECT count(*)::integer INTO v_booked FROM booked;
-    RETURN v_booked;
-END
-$$;
-
---
--- Name: conversation_list(jsonb); Type: FUNCTION; Schema: pgchat; Owner: -
---
-
-CREATE FUNCTION pgchat.conversation_list(p_payload jsonb) RETURNS jsonb
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO ''
-    AS $$
-BEGIN
-    IF jsonb_typeof(p_payload) = 'array' THEN
-        RETURN p_payload;
-    ELSIF jsonb_typeof(p_payload) = 'object' AND jsonb_typeof(p_payload -> 'conversations') = 'array' THEN
-        RETURN p_payload -> 'conversations';
-    END IF;
-    RAISE EXCEPTION 'payload must be an array of conversations or {"conversations": [...]}, got %',
-        coalesce(jsonb_typeof(p_payload), 'null')
-        USING ERRCODE = 'invalid_parameter_value';
+    -- The three totals added inline (jsonb_add_counts' rule for these keys), not through
+    -- jsonb_add_counts: its query per call costs on every counting.
+    UPDATE public.profiles p SET
+        usage_stats = coalesce(p.usage_stats, '{}'::jsonb) || jsonb_build_object(
+            'total_messages', coalesce((p.usage_stats ->> 'total_messages')::numeric, 0) + t.messages,
+            'total_tokens', coalesce((p.usage_stats ->> 'total_tokens')::numeric, 0) + t.tokens,
+            'sessions_created', coalesce((p.usage_stats ->> 'sessions_created')::numeric, 0) + t.sessions),
+        last_active = now()
+    FROM (SELECT b.user_id, sum(b.messages_sent + b.messages_received) AS messages,
+                 sum(b.input_tokens + b.output_tokens) AS tokens,
+                 sum(b.sessions_created) AS sessions
+          FROM moving b GROUP BY b.user_id) t
+    WHERE p.id = t.user_id;
+    RETURN cardinality(p_events);
 END
 $$;
 
@@ -474,21 +434,6 @@ BEGIN
     JOIN public.chat_sessions s ON s.id = m.session_id
     WHERE m.counted AND m.role IN ('user', 'assistant'));
 END
-$$;
-
---
--- Name: message_facts_after(text, integer); Type: FUNCTION; Schema: pgchat; Owner: -
---
-
-CREATE FUNCTION pgchat.message_facts_after(p_after text, p_limit integer) RETURNS pgchat.message_facts[]
-    LANGUAGE sql STABLE
-    SET search_path TO ''
-    AS $$
-    SELECT coalesce(array_agg(ROW(c.id, c.session_id, c.role, coalesce(c.error_message, '') = '',
-                                  c.total_tokens, c.input_tokens, c.output_tokens, c.model,
-                                  (greatest(coalesce(c.elapsed_time, 0), 0)::bigint * 1000), c.message_timestamp)::pgchat.message_facts ORDER BY c.id), '{}')
-    FROM (SELECT * FROM public.chat_messages m WHERE p_after IS NULL OR m.id > p_after
-          ORDER BY m.id LIMIT p_limit) c
 $$;
 
 --
@@ -627,7 +572,8 @@ BEGIN
     RETURN pgchat.rebuild_users(CASE WHEN p_user_id IS NOT NULL THEN ARRAY[p_user_id] ELSE ARRAY(
         SELECT p.id FROM public.profiles p
         UNION SELECT u.user_id FROM public.user_usage_daily u
-        UNION SELECT l.user_id FROM pgchat.usage_ledger l) END);
+        UNION SELECT l.user_id FROM pgchat.usage_ledger l
+        UNION SELECT s.user_id FROM public.chat_sessions s) END);
 END
 $$;
 
@@ -697,13 +643,50 @@ BEGIN
               'total_tokens', coalesce(sum(l.input_tokens + l.output_tokens), 0),
               'sessions_created', coalesce(sum(l.sessions_created), 0)) AS totals
           FROM public.profiles pr
-          LEFT JOIN pgchat.usage_ledger l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
+          LEFT JOIN pgchat.counted_events l ON l.user_id = pr.id AND l.user_id = ANY (p_users)
           WHERE pr.id = ANY (p_users)
           GROUP BY pr.id) t
     WHERE p.id = t.user_id
       AND coalesce(p.usage_stats, '{}'::jsonb) || t.totals IS DISTINCT FROM p.usage_stats;
     GET DIAGNOSTICS v_profiles = ROW_COUNT;
     RETURN v_daily + v_profiles;
+END
+$$;
+
+--
+-- Name: record_usage(pgchat.usage_event[], text); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.record_usage(p_events pgchat.usage_event[], p_source text) RETURNS pgchat.usage_event[]
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_recorded pgchat.usage_event[];
+BEGIN
+    IF cardinality(p_events) = 0 THEN
+        RETURN '{}';
+    END IF;
+    WITH recorded AS (
+        INSERT INTO pgchat.usage_ledger AS l (
+            user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
+            input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
+        SELECT e.user_id, e.kind, e.event_key, e.usage_date, e.session_id,
+               coalesce(e.messages_sent, 0), coalesce(e.messages_received, 0),
+               coalesce(e.input_tokens, 0), coalesce(e.output_tokens, 0), e.model,
+               coalesce(e.sessions_created, 0), coalesce(e.active_seconds, 0),
+               coalesce(e.generation_ms, 0), p_source
+        FROM unnest(p_events) AS e
+        ORDER BY e.user_id, e.kind, e.event_key
+        ON CONFLICT (user_id, kind, event_key) DO NOTHING
+        RETURNING l.*
+    )
+    SELECT coalesce(array_agg(ROW(r.kind, r.event_key, r.user_id, r.usage_date, r.session_id,
+                                  r.messages_sent, r.messages_received, r.input_tokens, r.output_tokens,
+                                  r.model, r.sessions_created, r.active_seconds, r.generation_ms
+                             )::pgchat.usage_event), '{}')
+    INTO v_recorded FROM recorded r;
+    RETURN v_recorded;
 END
 $$;
 
@@ -798,23 +781,26 @@ DECLARE
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     SELECT s.user_id INTO v_user FROM public.chat_sessions s WHERE s.id = OLD.session_id;
-    PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY[ROW(
+    PERFORM pgchat.record_usage(pgchat.uncovered(pgchat.message_events(ARRAY[ROW(
         OLD.id, OLD.session_id, OLD.role, coalesce(OLD.error_message, '') = '', OLD.total_tokens,
         OLD.input_tokens, OLD.output_tokens, OLD.model, (greatest(coalesce(OLD.elapsed_time, 0), 0)::bigint * 1000),
-        OLD.message_timestamp)::pgchat.message_facts]));
-    UPDATE pgchat.usage_ledger l SET event_key = NEW.id
-    WHERE l.user_id = v_user AND l.kind = 'message' AND l.event_key = OLD.id
-      AND NOT EXISTS (SELECT FROM pgchat.usage_ledger x
-                      WHERE x.user_id = v_user AND x.kind = 'message' AND x.event_key = NEW.id);
+        OLD.message_timestamp)::pgchat.message_facts])), 'changed');
+    IF EXISTS (SELECT FROM pgchat.usage_ledger l
+               WHERE l.user_id = v_user AND l.kind = 'message' AND l.event_key = OLD.id) THEN
+        PERFORM pgchat.record_usage(ARRAY(
+            SELECT ROW('message', NEW.id, s.user_id, (NEW.message_timestamp AT TIME ZONE 'UTC')::date,
+                       NEW.session_id, 0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
+            FROM public.chat_sessions s WHERE s.id = NEW.session_id), 'moved');
+    END IF;
     RETURN NULL;
 END
 $$;
 
 --
--- Name: tg_chat_sessions__book_created(); Type: FUNCTION; Schema: pgchat; Owner: -
+-- Name: tg_chat_sessions__count_created(); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION pgchat.tg_chat_sessions__book_created() RETURNS trigger
+CREATE FUNCTION pgchat.tg_chat_sessions__count_created() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     SET plan_cache_mode TO 'force_generic_plan'
@@ -822,10 +808,54 @@ CREATE FUNCTION pgchat.tg_chat_sessions__book_created() RETURNS trigger
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     PERFORM pgchat.lock_in_order(ARRAY(SELECT DISTINCT n.user_id FROM new_sessions n), '{}');
-    PERFORM pgchat.book_usage(ARRAY(
+    PERFORM pgchat.count_usage(pgchat.uncovered(ARRAY(
         SELECT ROW('session', n.id, n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, n.id,
                    0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event
-        FROM new_sessions n), 'trigger');
+        FROM new_sessions n)));
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: tg_chat_sessions__follow_move(); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.tg_chat_sessions__follow_move() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_messages pgchat.usage_event[] := '{}';
+BEGIN
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
+    PERFORM pgchat.lock_in_order(ARRAY[OLD.user_id, NEW.user_id], '{}');
+    IF NEW.user_id <> OLD.user_id THEN
+        -- the counted messages, as the old owner counted them (their rows already say NEW.id)
+        v_messages := ARRAY(
+            SELECT ROW('message', m.id, OLD.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, OLD.id,
+                       CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
+                       CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN m.model END, 0,
+                       CASE WHEN m.role = 'assistant' THEN ((greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000) / 1000)::integer ELSE 0 END,
+                       CASE WHEN m.role = 'assistant' THEN (greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000) ELSE 0 END)::pgchat.usage_event
+            FROM public.chat_messages m
+            WHERE m.session_id = NEW.id AND coalesce(m.error_message, '') = ''
+              AND m.role IN ('user', 'assistant'));
+        PERFORM pgchat.record_usage(pgchat.uncovered(v_messages), 'changed');
+        PERFORM pgchat.record_usage(ARRAY(
+            SELECT ROW('message', l.event_key, NEW.user_id, l.usage_date, NEW.id, 0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
+            FROM pgchat.usage_ledger l
+            JOIN public.chat_messages m ON m.id = l.event_key AND m.session_id = NEW.id
+            WHERE l.user_id = OLD.user_id AND l.kind = 'message'), 'moved');
+    END IF;
+    PERFORM pgchat.record_usage(pgchat.uncovered(
+        ARRAY[ROW('session', OLD.id, OLD.user_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.id,
+                  0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event]), 'changed');
+    PERFORM pgchat.record_usage(
+        ARRAY[ROW('session', NEW.id, NEW.user_id, (NEW.created_at AT TIME ZONE 'UTC')::date, NEW.id,
+                  0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event], 'moved');
     RETURN NULL;
 END
 $$;
@@ -853,6 +883,32 @@ BEGIN
         NEW.last_message_timestamp := OLD.last_message_timestamp;
     END IF;
     RETURN NEW;
+END
+$$;
+
+--
+-- Name: tg_chat_sessions__keep_counted(); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.tg_chat_sessions__keep_counted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM public.profiles p WHERE p.id = OLD.user_id) THEN
+        RETURN OLD;
+    END IF;
+    PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
+    PERFORM pgchat.record_usage(pgchat.uncovered(
+        ARRAY[ROW('session', OLD.id, OLD.user_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.id,
+                  0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event]
+        || pgchat.message_events(ARRAY(
+            SELECT ROW(m.id, m.session_id, m.role, true, m.total_tokens, m.input_tokens, m.output_tokens,
+                       m.model, (greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000), m.message_timestamp)::pgchat.message_facts
+            FROM public.chat_messages m
+            WHERE m.session_id = OLD.id AND coalesce(m.error_message, '') = ''
+              AND m.role IN ('user', 'assistant')))), 'deleted');
+    RETURN OLD;
 END
 $$;
 
@@ -924,6 +980,21 @@ END
 $$;
 
 --
+-- Name: uncovered(pgchat.usage_event[]); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.uncovered(p_events pgchat.usage_event[]) RETURNS pgchat.usage_event[]
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+BEGIN
+    RETURN ARRAY(SELECT e FROM unnest(p_events) AS e
+                 WHERE NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                                   WHERE l.user_id = e.user_id AND l.kind = e.kind AND l.event_key = e.event_key));
+END
+$$;
+
+--
 -- Name: usage_drift(uuid); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
@@ -966,18 +1037,9 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
         LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
                           sum(l.input_tokens + l.output_tokens) AS tokens,
                           sum(l.sessions_created) AS sessions
-                   FROM pgchat.usage_ledger l WHERE (p_user_id IS NULL OR l.user_id = p_user_id)
+                   FROM pgchat.counted_events l WHERE (p_user_id IS NULL OR l.user_id = p_user_id)
                    GROUP BY l.user_id) t ON t.user_id = p.id
         WHERE (p_user_id IS NULL OR p.id = p_user_id)
-    ), unbooked AS (
-        SELECT s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
-               format('booked (message %s)', m.id) AS field, 'false' AS recorded, 'true' AS expected
-        FROM public.chat_messages m
-        JOIN public.chat_sessions s ON s.id = m.session_id
-        WHERE (p_user_id IS NULL OR s.user_id = p_user_id)
-          AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
-          AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
-                          WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -986,8 +1048,6 @@ CREATE FUNCTION pgchat.usage_drift(p_user_id uuid DEFAULT NULL::uuid) RETURNS TA
       -- a day with no counter row and nothing expected is not drift
       AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
                AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
-    UNION ALL
-    SELECT * FROM unbooked
     ORDER BY 1, 2 NULLS FIRST, 3
 $$;
 
@@ -1035,18 +1095,9 @@ CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid
         LEFT JOIN (SELECT l.user_id, sum(l.messages_sent + l.messages_received) AS messages,
                           sum(l.input_tokens + l.output_tokens) AS tokens,
                           sum(l.sessions_created) AS sessions
-                   FROM pgchat.usage_ledger l WHERE l.user_id = ANY (p_users)
+                   FROM pgchat.counted_events l WHERE l.user_id = ANY (p_users)
                    GROUP BY l.user_id) t ON t.user_id = p.id
         WHERE p.id = ANY (p_users)
-    ), unbooked AS (
-        SELECT s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
-               format('booked (message %s)', m.id) AS field, 'false' AS recorded, 'true' AS expected
-        FROM public.chat_messages m
-        JOIN public.chat_sessions s ON s.id = m.session_id
-        WHERE s.user_id = ANY (p_users)
-          AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')
-          AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
-                          WHERE l.user_id = s.user_id AND l.kind = 'message' AND l.event_key = m.id)
     )
     SELECT x.user_id, x.usage_date, k.key, x.rec -> k.key #>> '{}', x.exp -> k.key #>> '{}'
     FROM (SELECT * FROM pairs UNION ALL SELECT * FROM profile_pairs) x
@@ -1055,8 +1106,6 @@ CREATE FUNCTION pgchat.usage_drift_of(p_users uuid[]) RETURNS TABLE(user_id uuid
       -- a day with no counter row and nothing expected is not drift
       AND NOT (coalesce(x.rec -> k.key, 'null'::jsonb) = 'null'::jsonb
                AND x.exp -> k.key IN ('0'::jsonb, '{}'::jsonb))
-    UNION ALL
-    SELECT * FROM unbooked
     ORDER BY 1, 2 NULLS FIRST, 3
 $$;
 
@@ -1730,6 +1779,8 @@ CREATE FUNCTION public.track_user_usage(p_user_id uuid, p_event_key text, p_usag
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
+DECLARE
+    v_recorded pgchat.usage_event[];
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     IF p_user_id IS NULL OR coalesce(p_event_key, '') = '' OR p_usage_date IS NULL THEN
@@ -1757,12 +1808,21 @@ BEGIN
         RAISE EXCEPTION 'track_user_usage: unknown user %', p_user_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
-    RETURN pgchat.book_usage(ARRAY[ROW(
+    -- A stored row of that key and owner that is a counted event was counted by the triggers.
+    IF (CASE WHEN p_session_created
+             THEN EXISTS (SELECT FROM public.chat_sessions s WHERE s.id = p_event_key AND s.user_id = p_user_id)
+             ELSE EXISTS (SELECT FROM public.chat_messages m JOIN public.chat_sessions s ON s.id = m.session_id
+                          WHERE m.id = p_event_key AND s.user_id = p_user_id
+                            AND coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')) END) THEN
+        RETURN false;
+    END IF;
+    v_recorded := pgchat.record_usage(ARRAY[ROW(
         CASE WHEN p_session_created THEN 'session' ELSE 'message' END, p_event_key, p_user_id,
         p_usage_date, NULL, p_messages_sent, p_messages_received, p_input_tokens, p_output_tokens,
         p_model_used, CASE WHEN p_session_created THEN 1 ELSE 0 END, p_active_seconds,
         p_active_seconds::bigint * 1000
-    )::pgchat.usage_event], 'track_user_usage') = 1;
+    )::pgchat.usage_event], 'track_user_usage');
+    RETURN pgchat.count_usage(v_recorded) = 1;
 END
 $$;
 
@@ -1785,11 +1845,13 @@ DECLARE
     v_new pgchat.message_facts[] := '{}';
     v_old pgchat.message_facts[] := '{}';
     v_sessions text[];
+    v_counted pgchat.usage_event[];
+    v_events pgchat.usage_event[];
 BEGIN
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     -- Inserts (the live path, and every bulk insert) run in two statements straight from
     -- new_rows, without arrays. The first locks the users' profiles, in id order. The second
-    -- does what refresh_sessions and book_usage do for the other events (the same rules, the
+    -- does what refresh_sessions and count_usage do for the other events (the same rules, the
     -- same order of writes); its UPDATE locks the sessions, each after its owner's profile, as
     -- lock_in_order's invariant wants, so the sessions need no lock statement of their own.
     -- The second statement's snapshot is taken after the profile locks: whatever wrote
@@ -1846,28 +1908,25 @@ BEGIN
             -- planned (generically) for one row on each side, and a nested loop over a
             -- 10,000-session upload made it quadratic.
             SELECT jsonb_object_agg(o.id, o.user_id) AS of_session FROM stats o
-        ), booked AS (  -- message_events, then book_usage
-            INSERT INTO pgchat.usage_ledger AS l (
-                user_id, kind, event_key, usage_date, session_id, messages_sent, messages_received,
-                input_tokens, output_tokens, model, sessions_created, active_seconds, generation_ms, source)
-            SELECT (w.of_session ->> n.session_id)::uuid, 'message', n.id,
-                   (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
-                   CASE WHEN n.role = 'user' THEN 1 ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END,
-                   CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN n.model END,
-                   0,
-                   CASE WHEN n.role = 'assistant' THEN ((greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000) / 1000)::integer ELSE 0 END,
-                   CASE WHEN n.role = 'assistant' THEN (greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000) ELSE 0 END,
-                   'trigger'
+        ), booked AS (  -- message_events of the rows the ledger does not cover: counted now
+            -- Nothing is written to the ledger: the stored row is the record that it was
+            -- counted. A covered id (counted before under this owner, then deleted, changed
+            -- or moved) counts nothing.
+            SELECT (w.of_session ->> n.session_id)::uuid AS user_id,
+                   (n.message_timestamp AT TIME ZONE 'UTC')::date AS usage_date,
+                   CASE WHEN n.role = 'assistant' THEN n.model END AS model,
+                   CASE WHEN n.role = 'user' THEN 1 ELSE 0 END AS messages_sent,
+                   CASE WHEN n.role = 'assistant' THEN 1 ELSE 0 END AS messages_received,
+                   CASE WHEN n.role = 'user' THEN greatest(coalesce(n.input_tokens, 0), 0) ELSE 0 END AS input_tokens,
+                   CASE WHEN n.role = 'assistant' THEN greatest(coalesce(n.output_tokens, 0), 0) ELSE 0 END AS output_tokens,
+                   CASE WHEN n.role = 'assistant' THEN ((greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000) / 1000)::integer ELSE 0 END AS active_seconds,
+                   CASE WHEN n.role = 'assistant' THEN (greatest(coalesce(n.elapsed_time, 0), 0)::bigint * 1000) ELSE 0 END AS generation_ms
             FROM new_rows n CROSS JOIN owners w
             WHERE coalesce(n.error_message, '') = '' AND n.role IN ('user', 'assistant')
               AND w.of_session ? n.session_id
-            ORDER BY 1, 3
-            ON CONFLICT (user_id, kind, event_key) DO NOTHING
-            RETURNING l.user_id, l.usage_date, l.model, l.messages_sent, l.messages_received,
-                      l.input_tokens, l.output_tokens, l.active_seconds, l.generation_ms
+              AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l
+                              WHERE l.user_id = (w.of_session ->> n.session_id)::uuid
+                                AND l.kind = 'message' AND l.event_key = n.id)
         ), daily AS (  -- per user and day; models_used counts each model's replies
             SELECT m.user_id, m.usage_date,  -- sums of bigint are numeric: back to bigint
                    sum(m.messages_sent)::bigint AS messages_sent, sum(m.messages_received)::bigint AS messages_received,
@@ -1980,23 +2039,50 @@ BEGIN
         v_sessions);
     PERFORM pgchat.refresh_sessions(
         pgchat.message_deltas(v_new, 1) || pgchat.message_deltas(v_old, -1));
-    -- A row whose old version was counted and is not in the ledger was counted by the legacy
-    -- code, before pgchat: between the switch (0003) and the backfill (0003a) reaching it, the
-    -- old frontend may write it again. It is adopted (booked, counting nothing), so that the
-    -- booking below skips it. Rows booked since the switch are in the ledger: a no-op for them.
-    -- A renamed message (a new id for a counted row) was moved in the ledger by
-    -- tg_chat_messages__follow_rename before this runs: it is booked already, under its new id.
-    -- A row renamed away (its old id is not among the new rows) is not adopted under its old id:
-    -- its ledger entry has moved to the new id.
+    -- What the old versions had counted and the ledger does not hold: the stored rows were
+    -- that record (a covered row's record is its ledger entry already). A row renamed by this
+    -- statement was handled by tg_chat_messages__follow_rename before this runs: its new id is
+    -- covered when its old one was counted, and an old id not among the new rows is ignored.
+    v_counted := pgchat.uncovered(pgchat.message_events(v_old));
     IF TG_OP = 'DELETE' THEN
-        PERFORM pgchat.adopt_usage(pgchat.message_events(v_old));
-    ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM pgchat.adopt_usage(pgchat.message_events(ARRAY(
-            SELECT o FROM unnest(v_old) AS o WHERE o.id IN (SELECT n.id FROM unnest(v_new) AS n))));
+        -- Deleted rows of deleted sessions are not here (their session is gone): the
+        -- session's own trigger recorded them, before the cascade (tg_chat_sessions__keep_counted).
+        PERFORM pgchat.record_usage(v_counted, 'deleted');
+        RETURN NULL;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-        PERFORM pgchat.book_usage(pgchat.message_events(v_new), 'trigger');
-    END IF;
+    v_events := pgchat.message_events(v_new);
+    -- A counted row whose counted values changed (role, success, date, tokens, model,
+    -- duration, owner): the values counted first stay the counted ones.
+    PERFORM pgchat.record_usage(ARRAY(
+        SELECT o FROM unnest(v_counted) AS o
+        WHERE o.event_key IN (SELECT n.id FROM unnest(v_new) AS n)
+          AND NOT EXISTS (SELECT FROM unnest(v_events) AS e
+                          WHERE (e.event_key, e.user_id, e.usage_date, e.messages_sent, e.messages_received,
+                                 e.input_tokens, e.output_tokens, e.model, e.active_seconds, e.generation_ms)
+                                IS NOT DISTINCT FROM
+                                (o.event_key, o.user_id, o.usage_date, o.messages_sent, o.messages_received,
+                                 o.input_tokens, o.output_tokens, o.model, o.active_seconds, o.generation_ms))),
+        'changed');
+    -- A counted row moved to another owner's session: counted for its first owner (above, or
+    -- in the ledger already), marked counted for the new one, which it must not count for again.
+    PERFORM pgchat.record_usage(ARRAY(
+        SELECT ROW('message', n.id, ns.user_id, (n.message_timestamp AT TIME ZONE 'UTC')::date, n.session_id,
+                   0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
+        FROM unnest(v_new) AS n
+        JOIN unnest(v_old) AS o ON o.id = n.id
+        JOIN public.chat_sessions ns ON ns.id = n.session_id
+        JOIN public.chat_sessions os ON os.id = o.session_id
+        WHERE ns.user_id <> os.user_id
+          AND EXISTS (SELECT FROM pgchat.usage_ledger l
+                      WHERE l.user_id = os.user_id AND l.kind = 'message' AND l.event_key = o.id)),
+        'moved');
+    -- Counted now: new versions that are counted events, covered by no ledger entry, whose old
+    -- version was not a counted event (a failed reply retried with success). An old version
+    -- that was one is counted already: by its stored row, or under its ledger entry.
+    PERFORM pgchat.count_usage(ARRAY(
+        SELECT e FROM unnest(pgchat.uncovered(v_events)) AS e
+        WHERE e.event_key NOT IN (SELECT o.id FROM unnest(v_old) AS o
+                                  WHERE o.counted AND o.role IN ('user', 'assistant'))));
     RETURN NULL;
 END
 $$;
@@ -2138,31 +2224,7 @@ CREATE TABLE pgchat.usage_ledger (
 -- Name: TABLE usage_ledger; Type: COMMENT; Schema: pgchat; Owner: -
 --
 
-COMMENT ON TABLE pgchat.usage_ledger IS 'One row per counted event, keyed by message id or session id: the source of truth for usage counters';
-
---
--- Name: expected_usage_daily; Type: VIEW; Schema: pgchat; Owner: -
---
-
-CREATE VIEW pgchat.expected_usage_daily AS
- SELECT user_id,
-    usage_date,
-    (sum(messages_sent))::integer AS messages_sent,
-    (sum(messages_received))::integer AS messages_received,
-    (sum(input_tokens))::integer AS input_tokens,
-    (sum(output_tokens))::integer AS output_tokens,
-    (sum((input_tokens + output_tokens)))::integer AS total_tokens,
-    COALESCE(( SELECT jsonb_object_agg(mm.model, mm.uses) AS jsonb_object_agg
-           FROM ( SELECT l2.model,
-                    count(*) AS uses
-                   FROM pgchat.usage_ledger l2
-                  WHERE ((l2.user_id = l.user_id) AND (l2.usage_date = l.usage_date) AND (l2.model IS NOT NULL))
-                  GROUP BY l2.model) mm), '{}'::jsonb) AS models_used,
-    (sum(sessions_created))::integer AS sessions_created,
-    (sum(active_seconds))::integer AS active_seconds,
-    (sum(generation_ms))::bigint AS generation_ms
-   FROM pgchat.usage_ledger l
-  GROUP BY user_id, usage_date;
+COMMENT ON TABLE pgchat.usage_ledger IS 'Counted events no longer stored as they were counted (deleted, changed, moved) and events reported by track_user_usage; with the stored rows it covers not, what was counted';
 
 --
 -- Name: chat_messages; Type: TABLE; Schema: public; Owner: -
@@ -2261,6 +2323,121 @@ COMMENT ON CONSTRAINT chat_sessions_id_length ON public.chat_sessions IS 'conver
 --
 
 COMMENT ON CONSTRAINT chat_sessions_timestamp_window ON public.chat_sessions IS 'createdAt, updatedAt and last activity must be inside the accepted window (2000-01-01 to one day from now)';
+
+--
+-- Name: counted_events; Type: VIEW; Schema: pgchat; Owner: -
+--
+
+CREATE VIEW pgchat.counted_events AS
+ SELECT l.user_id,
+    l.kind,
+    l.event_key,
+    l.usage_date,
+    l.messages_sent,
+    l.messages_received,
+    l.input_tokens,
+    l.output_tokens,
+    l.model,
+    l.sessions_created,
+    l.active_seconds,
+    l.generation_ms,
+    l.source
+   FROM pgchat.usage_ledger l
+UNION ALL
+ SELECT s.user_id,
+    'message'::text AS kind,
+    m.id AS event_key,
+    ((m.message_timestamp AT TIME ZONE 'UTC'::text))::date AS usage_date,
+        CASE
+            WHEN ((m.role)::text = 'user'::text) THEN 1
+            ELSE 0
+        END AS messages_sent,
+        CASE
+            WHEN ((m.role)::text = 'assistant'::text) THEN 1
+            ELSE 0
+        END AS messages_received,
+        CASE
+            WHEN ((m.role)::text = 'user'::text) THEN GREATEST(COALESCE(m.input_tokens, 0), 0)
+            ELSE 0
+        END AS input_tokens,
+        CASE
+            WHEN ((m.role)::text = 'assistant'::text) THEN GREATEST(COALESCE(m.output_tokens, 0), 0)
+            ELSE 0
+        END AS output_tokens,
+        CASE
+            WHEN ((m.role)::text = 'assistant'::text) THEN (m.model)::text
+            ELSE NULL::text
+        END AS model,
+    0 AS sessions_created,
+        CASE
+            WHEN ((m.role)::text = 'assistant'::text) THEN ((((GREATEST(COALESCE(m.elapsed_time, 0), 0))::bigint * 1000) / 1000))::integer
+            ELSE 0
+        END AS active_seconds,
+        CASE
+            WHEN ((m.role)::text = 'assistant'::text) THEN ((GREATEST(COALESCE(m.elapsed_time, 0), 0))::bigint * 1000)
+            ELSE (0)::bigint
+        END AS generation_ms,
+    'stored'::text AS source
+   FROM (public.chat_messages m
+     JOIN public.chat_sessions s ON ((s.id = m.session_id)))
+  WHERE ((COALESCE(m.error_message, ''::text) = ''::text) AND ((m.role)::text = ANY ((ARRAY['user'::character varying, 'assistant'::character varying])::text[])) AND (NOT (EXISTS ( SELECT
+           FROM pgchat.usage_ledger l
+          WHERE ((l.user_id = s.user_id) AND (l.kind = 'message'::text) AND (l.event_key = m.id))))))
+UNION ALL
+ SELECT s.user_id,
+    'session'::text AS kind,
+    s.id AS event_key,
+    ((s.created_at AT TIME ZONE 'UTC'::text))::date AS usage_date,
+    0 AS messages_sent,
+    0 AS messages_received,
+    0 AS input_tokens,
+    0 AS output_tokens,
+    NULL::text AS model,
+    1 AS sessions_created,
+    0 AS active_seconds,
+    0 AS generation_ms,
+    'stored'::text AS source
+   FROM public.chat_sessions s
+  WHERE (NOT (EXISTS ( SELECT
+           FROM pgchat.usage_ledger l
+          WHERE ((l.user_id = s.user_id) AND (l.kind = 'session'::text) AND (l.event_key = s.id)))));
+
+--
+-- Name: VIEW counted_events; Type: COMMENT; Schema: pgchat; Owner: -
+--
+
+COMMENT ON VIEW pgchat.counted_events IS 'What was counted: the ledger, and the stored events it does not cover (source stored)';
+
+--
+-- Name: expected_usage_daily; Type: VIEW; Schema: pgchat; Owner: -
+--
+
+CREATE VIEW pgchat.expected_usage_daily AS
+ SELECT user_id,
+    usage_date,
+    (sum(messages_sent))::integer AS messages_sent,
+    (sum(messages_received))::integer AS messages_received,
+    (sum(input_tokens))::integer AS input_tokens,
+    (sum(output_tokens))::integer AS output_tokens,
+    (sum((input_tokens + output_tokens)))::integer AS total_tokens,
+    COALESCE(jsonb_object_agg(model, uses) FILTER (WHERE (model IS NOT NULL)), '{}'::jsonb) AS models_used,
+    (sum(sessions_created))::integer AS sessions_created,
+    (sum(active_seconds))::integer AS active_seconds,
+    (sum(generation_ms))::bigint AS generation_ms
+   FROM ( SELECT e.user_id,
+            e.usage_date,
+            e.model,
+            count(*) AS uses,
+            sum(e.messages_sent) AS messages_sent,
+            sum(e.messages_received) AS messages_received,
+            sum(e.input_tokens) AS input_tokens,
+            sum(e.output_tokens) AS output_tokens,
+            sum(e.sessions_created) AS sessions_created,
+            sum(e.active_seconds) AS active_seconds,
+            sum(e.generation_ms) AS generation_ms
+           FROM pgchat.counted_events e
+          GROUP BY e.user_id, e.usage_date, e.model) d
+  GROUP BY user_id, usage_date;
 
 --
 -- Name: session_stats_expected; Type: VIEW; Schema: pgchat; Owner: -
@@ -2506,12 +2683,6 @@ ALTER TABLE ONLY public.user_usage_daily
     ADD CONSTRAINT user_usage_daily_user_id_usage_date_key UNIQUE (user_id, usage_date);
 
 --
--- Name: usage_ledger_user_date_idx; Type: INDEX; Schema: pgchat; Owner: -
---
-
-CREATE INDEX usage_ledger_user_date_idx ON pgchat.usage_ledger USING btree (user_id, usage_date);
-
---
 -- Name: idx_activity_log_action; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -2545,7 +2716,7 @@ CREATE INDEX idx_chat_messages_session_id ON public.chat_messages USING btree (s
 -- Name: idx_chat_messages_session_latest; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX idx_chat_messages_session_latest ON public.chat_messages USING btree (session_id, message_timestamp DESC, id DESC) WHERE (COALESCE(error_message, ''::text) = ''::text);
+CREATE INDEX idx_chat_messages_session_latest ON public.chat_messages USING btree (session_id, message_timestamp DESC) WHERE (COALESCE(error_message, ''::text) = ''::text);
 
 --
 -- Name: idx_chat_messages_session_timestamp; Type: INDEX; Schema: public; Owner: -
@@ -2686,16 +2857,28 @@ CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_messages FOR E
 CREATE TRIGGER _000_skip_noop_update BEFORE UPDATE ON public.chat_sessions FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
 
 --
+-- Name: chat_sessions _100_keep_counted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _100_keep_counted BEFORE DELETE ON public.chat_sessions FOR EACH ROW EXECUTE FUNCTION pgchat.tg_chat_sessions__keep_counted();
+
+--
+-- Name: chat_sessions _400_follow_move; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_follow_move AFTER UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((old.id IS DISTINCT FROM new.id) OR (old.user_id IS DISTINCT FROM new.user_id) OR (((old.created_at AT TIME ZONE 'UTC'::text))::date IS DISTINCT FROM ((new.created_at AT TIME ZONE 'UTC'::text))::date))) EXECUTE FUNCTION pgchat.tg_chat_sessions__follow_move();
+
+--
 -- Name: chat_messages _400_follow_rename; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER _400_follow_rename AFTER UPDATE ON public.chat_messages FOR EACH ROW WHEN ((old.id IS DISTINCT FROM new.id)) EXECUTE FUNCTION pgchat.tg_chat_messages__follow_rename();
 
 --
--- Name: chat_sessions _500_book_session_created; Type: TRIGGER; Schema: public; Owner: -
+-- Name: chat_sessions _500_count_session_created; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _500_book_session_created AFTER INSERT ON public.chat_sessions REFERENCING NEW TABLE AS new_sessions FOR EACH STATEMENT EXECUTE FUNCTION pgchat.tg_chat_sessions__book_created();
+CREATE TRIGGER _500_count_session_created AFTER INSERT ON public.chat_sessions REFERENCING NEW TABLE AS new_sessions FOR EACH STATEMENT EXECUTE FUNCTION pgchat.tg_chat_sessions__count_created();
 
 --
 -- Name: chat_messages _500_session_stats_delete; Type: TRIGGER; Schema: public; Owner: -
@@ -2910,28 +3093,22 @@ GRANT ALL ON FUNCTION auth.uid() TO authenticated;
 GRANT ALL ON FUNCTION auth.uid() TO service_role;
 
 --
--- Name: FUNCTION adopt_usage(p_events pgchat.usage_event[]); Type: ACL; Schema: pgchat; Owner: -
---
-
-REVOKE ALL ON FUNCTION pgchat.adopt_usage(p_events pgchat.usage_event[]) FROM PUBLIC;
-
---
 -- Name: FUNCTION assert_acting_for(p_user_id uuid); Type: ACL; Schema: pgchat; Owner: -
 --
 
 REVOKE ALL ON FUNCTION pgchat.assert_acting_for(p_user_id uuid) FROM PUBLIC;
 
 --
--- Name: FUNCTION book_usage(p_events pgchat.usage_event[], p_source text); Type: ACL; Schema: pgchat; Owner: -
---
-
-REVOKE ALL ON FUNCTION pgchat.book_usage(p_events pgchat.usage_event[], p_source text) FROM PUBLIC;
-
---
 -- Name: FUNCTION conversation_list(p_payload jsonb); Type: ACL; Schema: pgchat; Owner: -
 --
 
 REVOKE ALL ON FUNCTION pgchat.conversation_list(p_payload jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION count_usage(p_events pgchat.usage_event[]); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.count_usage(p_events pgchat.usage_event[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION json_timestamptz(p_value jsonb); Type: ACL; Schema: pgchat; Owner: -
@@ -2976,12 +3153,6 @@ REVOKE ALL ON FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_si
 REVOKE ALL ON FUNCTION pgchat.message_events(p_rows pgchat.message_facts[]) FROM PUBLIC;
 
 --
--- Name: FUNCTION message_facts_after(p_after text, p_limit integer); Type: ACL; Schema: pgchat; Owner: -
---
-
-REVOKE ALL ON FUNCTION pgchat.message_facts_after(p_after text, p_limit integer) FROM PUBLIC;
-
---
 -- Name: FUNCTION parse_messages(p_conversations jsonb); Type: ACL; Schema: pgchat; Owner: -
 --
 
@@ -2998,6 +3169,12 @@ REVOKE ALL ON FUNCTION pgchat.rebuild_usage(p_user_id uuid) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION pgchat.rebuild_users(p_users uuid[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_usage(p_events pgchat.usage_event[], p_source text); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.record_usage(p_events pgchat.usage_event[], p_source text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION refresh_sessions(p_deltas pgchat.session_delta[]); Type: ACL; Schema: pgchat; Owner: -
@@ -3024,16 +3201,28 @@ REVOKE ALL ON FUNCTION pgchat.session_stats_drift() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgchat.tg_chat_messages__follow_rename() FROM PUBLIC;
 
 --
--- Name: FUNCTION tg_chat_sessions__book_created(); Type: ACL; Schema: pgchat; Owner: -
+-- Name: FUNCTION tg_chat_sessions__count_created(); Type: ACL; Schema: pgchat; Owner: -
 --
 
-REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__book_created() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__count_created() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_chat_sessions__follow_move(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__follow_move() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_chat_sessions__guard_statistics(); Type: ACL; Schema: pgchat; Owner: -
 --
 
 REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__guard_statistics() FROM PUBLIC;
+
+--
+-- Name: FUNCTION tg_chat_sessions__keep_counted(); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.tg_chat_sessions__keep_counted() FROM PUBLIC;
 
 --
 -- Name: FUNCTION tg_profiles__forget_usage(); Type: ACL; Schema: pgchat; Owner: -
@@ -3052,6 +3241,12 @@ REVOKE ALL ON FUNCTION pgchat.tg_profiles__guard_usage_stats() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION pgchat.tg_user_usage_daily__guard_counters() FROM PUBLIC;
+
+--
+-- Name: FUNCTION uncovered(p_events pgchat.usage_event[]); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.uncovered(p_events pgchat.usage_event[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION usage_drift(p_user_id uuid); Type: ACL; Schema: pgchat; Owner: -

@@ -200,7 +200,8 @@ def row_versions(conn: psycopg.Connection) -> dict[tuple[str, str], tuple[str, s
 
 def usage_state(conn: psycopg.Connection, user_id: uuid.UUID) -> tuple[object, ...]:
     """Everything usage says about a user: the daily rows (with their xmin), the profile totals
-    and the ledger rows. Equal before and after means no counter moved."""
+    and what was counted (ledger and stored events). Equal before and after means no counter
+    moved."""
     daily = conn.execute(
         "select xmin::text, usage_date, messages_sent, messages_received, input_tokens,"
         " output_tokens, total_tokens, models_used, sessions_created, active_seconds"
@@ -209,6 +210,6 @@ def usage_state(conn: psycopg.Connection, user_id: uuid.UUID) -> tuple[object, .
     profile = conn.execute(
         "select usage_stats from public.profiles where id = %s", (user_id,)).fetchone()
     ledger = conn.execute(
-        "select kind, event_key from pgchat.usage_ledger where user_id = %s order by 1, 2",
+        "select kind, event_key from pgchat.counted_events where user_id = %s order by 1, 2",
         (user_id,)).fetchall()
     return (daily, profile, ledger)

@@ -38,7 +38,8 @@ PGCHAT_TRIGGERS = {
     ("chat_messages", "_500_session_stats_insert"), ("chat_messages", "_500_session_stats_update"),
     ("chat_sessions", "_000_guard_statistics_insert"),
     ("chat_sessions", "_000_guard_statistics_update"),
-    ("chat_sessions", "_000_skip_noop_update"), ("chat_sessions", "_500_book_session_created"),
+    ("chat_sessions", "_000_skip_noop_update"), ("chat_sessions", "_100_keep_counted"),
+    ("chat_sessions", "_400_follow_move"), ("chat_sessions", "_500_count_session_created"),
     ("chat_sessions", "on_session_updated"),
 }
 PROFILE_TRIGGERS = {("profiles", "_900_forget_usage"),
@@ -256,7 +257,7 @@ def test_dry_run_lists_what_adoption_will_do_and_changes_nothing(
         "drops legacy function public.track_user_usage(uuid,integer,integer,integer,integer,"
         "character varying,boolean,integer)",
         "adds column public.user_usage_daily.active_seconds",
-        "backfills the usage ledger: 3 session(s) and 58 successful message(s)",
+        "takes the 58 successful message(s) and 3 session(s) stored as counted already",
         "revokes REFERENCES, TRIGGER, TRUNCATE on public.user_usage_daily from anon",
         "counters pgchat maintains in user_usage_daily: messages_sent, messages_received,"
         " input_tokens, output_tokens, total_tokens, models_used, sessions_created,"
@@ -508,10 +509,16 @@ def test_rollback_all_of_an_adopted_database_gives_the_app_back_and_keeps_the_le
         prod: SupabaseDb, dump_schema: DumpSchema) -> None:
     prod.admin.commit()
     app = dump_schema(prod.admin_dsn, exclude_schemas=("pgchat", "pgchat_migrations"))
-    rows = table_counts(prod.admin)
     prod.admin.commit()
     adopt(prod)
+    # A counted message deleted under pgchat: the ledger now holds what the rows no longer do.
+    prod.admin.execute("delete from public.chat_messages where id = (select min(id)"
+                       " from public.chat_messages where coalesce(error_message, '') = ''"
+                       " and role in ('user', 'assistant'))")
+    prod.admin.commit()
+    rows = table_counts(prod.admin)
     ledger = prod.admin.execute("select count(*) from pgchat.usage_ledger").fetchone()
+    assert ledger == (1,)
     prod.admin.commit()
     result = run("rollback", "--all", "--dsn", prod.dsn)
     assert result.exit_code == 0, result.output

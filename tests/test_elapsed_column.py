@@ -64,7 +64,7 @@ def test_elapsed_ms_in_the_payload_is_taken_on_an_elapsed_time_table(
     write_everything(db, user)
     assert stored(db, "elapsed_time") == {"s-u": 0, "s-sec": 3, "s-ms": 1, "x-u": 0, "x-a": 7,
                                           "x-u2": 0, "x-a2": 3}
-    active = db.execute("select sum(active_seconds) from pgchat.usage_ledger").fetchone()
+    active = db.execute("select sum(active_seconds) from pgchat.counted_events").fetchone()
     assert active == (3 + 1 + 7 + 3,) and usage_drift(db) == []
 
 

@@ -51,7 +51,7 @@ def answer(message_id: str = "a1", to: str = "u1", **fields: Any) -> dict[str, A
 
 
 def ledger_keys(conn: psycopg.Connection, user_id: uuid.UUID) -> list[str]:
-    rows = conn.execute("select event_key from pgchat.usage_ledger where user_id = %s"
+    rows = conn.execute("select event_key from pgchat.counted_events where user_id = %s"
                         " order by event_key", (user_id,)).fetchall()
     return [r[0] for r in rows]
 

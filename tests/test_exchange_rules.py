@@ -108,7 +108,7 @@ def test_eight_identical_concurrent_retries_without_timestamps_write_once(
     assert sorted(r.messages_written for r in results) == [0] * 7 + [2]
     assert sorted(r.session_created for r in results) == [False] * 7 + [True]
     db.rollback()
-    booked = db.execute("select event_key, usage_date from pgchat.usage_ledger"
+    booked = db.execute("select event_key, usage_date from pgchat.counted_events"
                         " where kind = 'message' order by 1").fetchall()
     assert [k for k, _ in booked] == ["a1", "u1"]
     for key, day in booked:  # the stored date is the booked date
@@ -129,7 +129,7 @@ def test_a_retry_does_not_move_a_counted_message_across_midnight(db: psycopg.Con
     db.commit()
     assert retry.messages_written == 0
     assert ts_of(db, "u1") == before and row_versions(db) == versions
-    days = db.execute("select distinct usage_date::text from pgchat.usage_ledger"
+    days = db.execute("select distinct usage_date::text from pgchat.counted_events"
                       " where kind = 'message'").fetchall()
     assert days == [("2025-07-21",)]
     assert usage_drift(db) == []
@@ -147,7 +147,7 @@ def test_a_failed_attempt_takes_its_retrys_timestamp(db: psycopg.Connection) -> 
                                      user_message_id="u1"))
     db.commit()
     assert ts_of(db, "u1") == datetime(2025, 7, 22, 0, 0, 5, tzinfo=UTC)
-    days = db.execute("select distinct usage_date::text from pgchat.usage_ledger"
+    days = db.execute("select distinct usage_date::text from pgchat.counted_events"
                       " where kind = 'message'").fetchall()
     assert days == [("2025-07-22",)] and usage_drift(db) == []
 

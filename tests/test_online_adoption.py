@@ -2,9 +2,10 @@
 during them, counts every message exactly once.
 
 The steps (README, "Adopting a live database"): 0002a builds the index CONCURRENTLY, 0002b
-adds active_seconds, 0003 switches the triggers, 0003a books the legacy rows as adopted after
-the switch, in batches. Between the switch and the backfill, the old frontend re-uploading a
-legacy row must not count it again; a failed legacy message that succeeds on retry counts once.
+adds active_seconds, 0003 switches the triggers, 0003a recomputes session statistics after the
+switch, in batches. The legacy rows are their own record of having been counted: from the switch
+on, the old frontend re-uploading a legacy row must not count it again; a failed legacy message
+that succeeds on retry counts once.
 Interleavings are deterministic: migrate(to=...) step by step, and held locks observed in
 pg_locks (no sleeps deciding an outcome).
 """
@@ -39,8 +40,8 @@ def counted(conn: psycopg.Connection) -> tuple[int, int]:
 
 
 def sources(conn: psycopg.Connection, ids: list[str]) -> dict[str, list[str]]:
-    """Each message id's ledger rows' sources (exactly-once: one row each)."""
-    rows = conn.execute("SELECT event_key, source FROM pgchat.usage_ledger"
+    """Each message id's counted events' sources (exactly-once: one each)."""
+    rows = conn.execute("SELECT event_key, source FROM pgchat.counted_events"
                         " WHERE kind = 'message' AND event_key = ANY (%s)", (ids,)).fetchall()
     found: dict[str, list[str]] = {i: [] for i in ids}
     for key, source in rows:
@@ -126,17 +127,18 @@ def test_every_write_during_the_adoption_counts_once(
             continue
         # Written during the gap (after the switch, before or after the backfill): once each.
         found = sources(conn, [new, again, retried])
-        assert found == {new: ["trigger"], again: ["adopted"], retried: ["trigger"]}, mid
+        assert found == {new: ["stored"], again: ["stored"], retried: ["stored"]}, mid
+    assert conn.execute("SELECT count(*) FROM pgchat.usage_ledger").fetchone() == (0,)
 
-    # Every successful message is in the ledger exactly once; legacy-era writes as adopted
-    # (the legacy code counted them), so the rebuild's counters are the truth.
+    # Every successful message is counted exactly once, by its stored row (legacy-era writes
+    # too: the legacy code counted them), so the rebuild's counters are the truth.
     rows = conn.execute(
         "SELECT m.id, count(l.event_key), min(l.source) FROM public.chat_messages m"
-        " LEFT JOIN pgchat.usage_ledger l ON l.kind = 'message' AND l.event_key = m.id"
+        " LEFT JOIN pgchat.counted_events l ON l.kind = 'message' AND l.event_key = m.id"
         " WHERE coalesce(m.error_message, '') = '' AND m.role IN ('user', 'assistant')"
         " GROUP BY m.id").fetchall()
     assert {r[1] for r in rows} == {1}
-    assert all(r[2] == "adopted" for r in rows if r[0] in legacy_era)
+    assert all(r[2] == "stored" for r in rows if r[0] in legacy_era)
     assert session_drift(conn) == []
     usage.rebuild(conn)
     assert usage_drift(conn) == []
@@ -192,7 +194,7 @@ def test_a_reupload_in_flight_when_the_backfill_reaches_it_counts_once(
         wait_until_blocked(conn, "%c_stats_batch%")  # 0003a waits for the writer
         writer.execute("COMMIT")
     assert errors == []
-    assert sources(conn, [again, retried]) == {again: ["adopted"], retried: ["trigger"]}
+    assert sources(conn, [again, retried]) == {again: ["stored"], retried: ["stored"]}
     assert counted(conn) == (before[0] + 1, before[1] + 1)
     assert session_drift(conn) == []
 
@@ -210,7 +212,7 @@ def test_the_backfill_recomputes_statistics_around_a_writer_in_flight(
         wait_until_blocked(conn, "%c_stats_batch%")
         writer.execute("COMMIT")
     assert errors == []
-    assert sources(conn, [new]) == {new: ["trigger"]}
+    assert sources(conn, [new]) == {new: ["stored"]}
     assert session_drift(conn) == []
 
 
@@ -231,7 +233,7 @@ def test_an_interrupted_index_build_is_detected_and_rebuilt(
         "0002a_session_latest_index"]
     is_valid, definition = conn.execute(valid).fetchone()  # type: ignore[misc]
     assert is_valid is True
-    assert "(session_id, message_timestamp DESC, id DESC)" in definition
+    assert "(session_id, message_timestamp DESC)" in definition
     assert "UNIQUE" not in definition
     assert conn.execute("SELECT to_regclass('public.idx_chat_messages_session_latest_invalid')"
                         ).fetchone() == (None,)
@@ -301,12 +303,13 @@ def test_an_interrupted_backfill_is_run_again_and_books_nothing_twice(
     writer.execute("COMMIT")
     assert migrate.migrate(legacy_dsn, to=BACKFILL) == [BACKFILL]
     rows = conn.execute(
-        "SELECT count(*), count(DISTINCT event_key) FROM pgchat.usage_ledger").fetchone()
+        "SELECT count(*), count(DISTINCT (user_id, kind, event_key)) FROM pgchat.counted_events"
+    ).fetchone()
     assert rows is not None and rows[0] == rows[1]
-    assert sources(conn, [again]) == {again: ["adopted"]}
+    assert sources(conn, [again]) == {again: ["stored"]}
     missing = conn.execute(
         "SELECT count(*) FROM public.chat_messages m WHERE coalesce(m.error_message, '') = ''"
-        " AND m.role IN ('user', 'assistant') AND NOT EXISTS (SELECT FROM pgchat.usage_ledger l"
+        " AND m.role IN ('user', 'assistant') AND NOT EXISTS (SELECT FROM pgchat.counted_events l"
         " WHERE l.kind = 'message' AND l.event_key = m.id)").fetchone()
     assert missing == (0,)
     assert session_drift(conn) == []

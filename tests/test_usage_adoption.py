@@ -1,10 +1,11 @@
 """Adopting a legacy database, and the seeds' story side by side on both schemas.
 
-Migrating the legacy fixture books what it holds as already counted (source 'adopted') and moves
-no counter (except the documented unit fix: active_minutes held seconds); re-syncing the same
-rows afterwards counts nothing. The legacy schema inflates the story's counters on every
-re-upload; pgchat does not, and `pgchat usage rebuild` repairs an adopted, inflated database.
-(The CLI's verify/rebuild/show are in test_usage_cli.py.)
+Migrating the legacy fixture takes what it holds as already counted (its stored rows are the
+record; the ledger stays empty) and moves no counter (except the documented unit fix:
+active_minutes held seconds); re-syncing the same rows afterwards counts nothing. The legacy
+schema inflates the story's counters on every re-upload; pgchat does not, and `pgchat usage
+rebuild` repairs an adopted, inflated database. (The CLI's verify/rebuild/show are in
+test_usage_cli.py.)
 """
 
 from __future__ import annotations
@@ -92,18 +93,19 @@ def test_adoption_moves_no_counter_except_the_active_time_unit(
     assert profile_stats(legacy_db) == before_profiles
 
 
-def test_adoption_books_every_successful_message_and_session_as_already_counted(
+def test_adoption_takes_every_successful_message_and_session_as_counted_without_a_backfill(
     legacy_db: psycopg.Connection, legacy_dsn: str, legacy: LegacyData
 ) -> None:
     legacy_db.commit()
     migrate.migrate(legacy_dsn)
 
+    assert legacy_db.execute("SELECT count(*) FROM pgchat.usage_ledger").fetchone() == (0,)
     booked = legacy_db.execute(
-        "SELECT kind, event_key, source FROM pgchat.usage_ledger ORDER BY 1, 2").fetchall()
+        "SELECT kind, event_key, source FROM pgchat.counted_events ORDER BY 1, 2").fetchall()
     assert booked == sorted(
-        [("message", m.id, "adopted") for m in legacy.messages if not m.failed]
-        + [("session", c.id, "adopted") for c in legacy.conversations])
-    # The ledger holds the true numbers, on the true (UTC) days, for rebuild to restore.
+        [("message", m.id, "stored") for m in legacy.messages if not m.failed]
+        + [("session", c.id, "stored") for c in legacy.conversations])
+    # What was counted holds the true numbers, on the true (UTC) days, for rebuild to restore.
     expected = legacy_db.execute(
         "SELECT user_id, usage_date, messages_sent, messages_received, input_tokens,"
         " output_tokens, models_used, sessions_created FROM pgchat.expected_usage_daily"
@@ -136,7 +138,7 @@ def test_a_resync_after_adoption_counts_nothing(
 ) -> None:
     legacy_db.commit()
     migrate.migrate(legacy_dsn)
-    ledger = "SELECT * FROM pgchat.usage_ledger ORDER BY kind, event_key"
+    ledger = "SELECT * FROM pgchat.counted_events ORDER BY kind, event_key"
     before = (daily_rows(legacy_db), profile_stats(legacy_db),
               legacy_db.execute(ledger).fetchall())
 

@@ -128,7 +128,7 @@ def test_verify_of_a_clean_database_exits_0(db: psycopg.Connection, db_dsn: str)
     write_messages(db, [{"id": "m1", "session_id": "s1", "input_tokens": 3}])
     db.commit()
     result = run("verify", "--dsn", db_dsn)
-    assert (result.exit_code, result.stdout) == (0, "ok: every counter matches the ledger\n")
+    assert (result.exit_code, result.stdout) == (0, "ok: every counter matches what was counted\n")
     result = run("verify", "--dsn", db_dsn, "--json")
     assert (result.exit_code, json.loads(result.stdout)) == (0, {"ok": True, "drift": []})
 
@@ -155,7 +155,7 @@ def test_rebuild_yes_restores_the_truth_and_verify_is_clean_afterwards(
     assert run("verify", "--dsn", adopted).exit_code == 0
     again = run("rebuild", "--dsn", adopted, "--yes")
     assert (again.exit_code, again.stdout) == (
-        0, "nothing to do: every counter matches the ledger\n")
+        0, "nothing to do: every counter matches what was counted\n")
 
 
 def test_after_rebuild_edits_and_deletes_move_no_counter(

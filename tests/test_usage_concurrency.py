@@ -174,7 +174,7 @@ def test_eight_writers_sending_the_same_conversation_count_it_once(
 
     run_together(db_dsn, work)
     rows = [r for j in range(PAIRS) for r in pair(0, j, sid)]
-    booked = db.execute("SELECT count(*) FROM pgchat.usage_ledger WHERE kind = 'message'"
+    booked = db.execute("SELECT count(*) FROM pgchat.counted_events WHERE kind = 'message'"
                         ).fetchone()
     assert booked == (2 * PAIRS,)
     if creates_session:

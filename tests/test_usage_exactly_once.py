@@ -70,10 +70,18 @@ def assert_consistent(conn: psycopg.Connection) -> None:
 
 
 def ledger(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """What was counted: the ledger's rows and the stored events it does not cover."""
     return conn.execute(
         "SELECT kind, event_key, usage_date, messages_sent, messages_received, input_tokens,"
-        " output_tokens, model, active_seconds, source FROM pgchat.usage_ledger"
-        " ORDER BY kind, event_key").fetchall()
+        " output_tokens, model, active_seconds, source FROM pgchat.counted_events"
+        " ORDER BY kind, event_key, source").fetchall()
+
+
+def ledger_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """The ledger itself: what is counted and no longer stored as it was counted."""
+    return conn.execute(
+        "SELECT kind, event_key, source FROM pgchat.usage_ledger ORDER BY kind, event_key"
+    ).fetchall()
 
 
 @pytest.fixture
@@ -227,7 +235,9 @@ def test_the_first_successful_version_is_what_counts(
     counted = day(db, user)
     assert (counted["output_tokens"], counted["models_used"], counted["active_seconds"]) == (
         30, {MODEL: 1}, 75)
-    assert ledger(db)[0] == ("message", "a1", DAY, 0, 1, 0, 30, MODEL, 75, "trigger")
+    # The first version's values, kept in the ledger when the row changed them.
+    assert ledger(db)[0] == ("message", "a1", DAY, 0, 1, 0, 30, MODEL, 75, "changed")
+    assert ledger_rows(db) == [("message", "a1", "changed")]
     # The session statistics follow the row as it is now.
     row = db.execute("SELECT total_tokens, last_model FROM public.chat_sessions").fetchone()
     assert row == (5000, OTHER_MODEL)
@@ -246,7 +256,10 @@ def test_the_ledger_survives_deleting_messages_and_sessions(
     db.commit()
 
     assert db.execute("SELECT count(*) FROM public.chat_messages").fetchone() == (0,)
-    assert ledger(db) == before
+    assert [r[:-1] for r in ledger(db)] == [r[:-1] for r in before]
+    assert {r[-1] for r in before} == {"stored"}
+    assert ledger_rows(db) == [("message", "a1", "deleted"), ("message", "u1", "deleted"),
+                               ("session", "s1", "deleted")]
     assert day(db, user) == EXCHANGE_DAY
     assert usage_stats(db, user) == EXCHANGE_TOTALS
     assert usage_drift(db) == []
@@ -262,7 +275,7 @@ def test_deleting_a_user_deletes_its_ledger_and_counters_only(db: psycopg.Connec
     db.execute("DELETE FROM auth.users WHERE id = %s", (gone,))
     db.commit()
 
-    owners = db.execute("SELECT DISTINCT user_id FROM pgchat.usage_ledger").fetchall()
+    owners = db.execute("SELECT DISTINCT user_id FROM pgchat.counted_events").fetchall()
     assert owners == [(kept,)]
     assert usage_days(db, gone) == {}
     assert day(db, kept)["messages_sent"] == 1
@@ -377,13 +390,12 @@ def test_write_chat_exchange_failed_attempt_then_retry_counts_once(
         assert_consistent(db)
 
 
-def test_updating_a_successful_message_missing_from_the_ledger_books_it_as_adopted(
+def test_editing_what_a_counted_message_does_not_count_writes_nothing_to_the_ledger(
     db: psycopg.Connection, user: UUID, session: str
 ) -> None:
-    """A successful message that is not in the ledger can only be a legacy row from before
-    adoption (the legacy code counted it): an update books it as 'adopted', no counter moves."""
+    """A stored successful message is its own record of being counted: an edit of its content
+    (or a rewrite of the same values) moves no counter and stores nothing in the ledger."""
     write_messages(db, [QUESTION, ANSWER])
-    db.execute("DELETE FROM pgchat.usage_ledger WHERE event_key IN ('u1', 'a1')")
     db.commit()
     counted = (EXCHANGE_DAY, EXCHANGE_TOTALS)
     assert (day(db, user), usage_stats(db, user)) == counted
@@ -394,9 +406,10 @@ def test_updating_a_successful_message_missing_from_the_ledger_books_it_as_adopt
     db.commit()
     assert (day(db, user), usage_stats(db, user)) == counted
     assert [r for r in ledger(db) if r[0] == "message"] == [
-        ("message", "a1", DAY, 0, 1, 0, 30, MODEL, 75, "adopted"),
-        ("message", "u1", DAY, 1, 0, 7, 0, None, 0, "adopted"),
+        ("message", "a1", DAY, 0, 1, 0, 30, MODEL, 75, "stored"),
+        ("message", "u1", DAY, 1, 0, 7, 0, None, 0, "stored"),
     ]
+    assert ledger_rows(db) == []
     assert_consistent(db)
 
 
@@ -409,7 +422,8 @@ def test_a_failed_message_that_succeeds_by_update_is_booked_once_by_the_trigger(
         db.execute("UPDATE public.chat_messages SET error_message = NULL WHERE id = 'a1'")
         db.commit()
     assert day(db, user) == EXCHANGE_DAY
-    assert [r[-1] for r in ledger(db) if r[1] == "a1"] == ["trigger"]
+    assert [r[-1] for r in ledger(db) if r[1] == "a1"] == ["stored"]
+    assert ledger_rows(db) == []
     assert_consistent(db)
 
 
@@ -594,7 +608,7 @@ def test_a_message_reported_by_track_usage_first_is_not_counted_again_by_the_tri
     assert day(db, user) == EXCHANGE_DAY | {"messages_sent": 0, "input_tokens": 0,
                                             "total_tokens": 30}
     assert [(row[1], row[-1]) for row in ledger(db)] == [
-        ("a1", "track_user_usage"), ("s1", "trigger")]
+        ("a1", "track_user_usage"), ("s1", "stored")]
     assert_consistent(db)
 
 
