@@ -860,9 +860,10 @@ $tmpl$);
 END
 $render$;
 
--- A session that changes its id or its owner (the service role can write either): what it
--- counted stays counted under its old identity, and its new identity is marked counted with
--- nothing to add; a change of owner does the same for each of its counted messages.
+-- A session that changes its id, its owner (the service role can write either) or the UTC day
+-- it was created on: what it counted stays counted under its old identity and date, and its
+-- new identity is marked counted with nothing to add; a change of owner does the same for each
+-- of its counted messages.
 DO $render$
 BEGIN
     EXECUTE pgchat_migrations.render($tmpl$
@@ -871,6 +872,10 @@ RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
     v_messages pgchat.usage_event[] := '{}';
 BEGIN
+    IF (NEW.id, NEW.user_id) = (OLD.id, OLD.user_id)
+       AND (NEW.created_at AT TIME ZONE 'UTC')::date = (OLD.created_at AT TIME ZONE 'UTC')::date THEN
+        RETURN NULL;  -- created_at moved within its day: counted on the same date
+    END IF;
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     PERFORM pgchat.lock_in_order(ARRAY[OLD.user_id, NEW.user_id], '{}');
     IF NEW.user_id <> OLD.user_id THEN
@@ -1056,7 +1061,7 @@ CREATE TRIGGER _100_keep_counted BEFORE DELETE ON public.chat_sessions
 CREATE TRIGGER _400_follow_move AFTER UPDATE ON public.chat_sessions
     FOR EACH ROW
     WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.user_id IS DISTINCT FROM NEW.user_id
-          OR (OLD.created_at AT TIME ZONE 'UTC')::date IS DISTINCT FROM (NEW.created_at AT TIME ZONE 'UTC')::date)
+          OR OLD.created_at IS DISTINCT FROM NEW.created_at)
     EXECUTE FUNCTION pgchat.tg_chat_sessions__follow_move();
 
 -- Everything that was counted: every ledger row, and every stored counted event the ledger

@@ -31,6 +31,7 @@ Timings on a shared machine are noisy: the report prints the load average before
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import importlib
 import os
@@ -969,15 +970,20 @@ def plot(report: Report, path: Path) -> None:
 
 SYNC_CURVE_SIZES = (1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000)
 SYNC_CURVE_QUICK = (250, 500, 1_000)
+BEHIND_SIZE = 20_000  # the sync a same-user exchange is measured behind (--quick: the largest)
 
 
 @dataclass(frozen=True)
 class SyncPoint:
-    """One sync call of `conversations` conversations of one message each."""
+    """One sync call of `conversations` conversations of one message each. At one size, the
+    same user's live exchange is also written while the sync runs (`behind_ms`, from the
+    moment the sync's statement is running to the exchange's commit) and alone before it."""
 
     conversations: int
     seconds: float
     messages_inserted: int
+    exchange_alone_ms: float | None = None
+    exchange_behind_ms: float | None = None
 
 
 def _curve_payload(tag: str, n: int) -> Conversations:
@@ -988,13 +994,73 @@ def _curve_payload(tag: str, n: int) -> Conversations:
         for k in range(n)]
 
 
+def _timed_exchange(db: str, user_id: uuid.UUID, session_id: str, tag: str, k: int) -> float:
+    """One write_chat_exchange of the user into its session, to the commit: milliseconds."""
+    user, assistant = _exchange(tag, k, _DAY)
+    with connect(db) as conn:
+        began = time.perf_counter()
+        _exchange_pgchat(conn, user_id, session_id, user, assistant)
+        conn.commit()
+        return (time.perf_counter() - began) * 1000
+
+
+def _when_running(db: str, marker: str, action: Callable[[], float]) -> Callable[[], float]:
+    """`action`, started once a statement containing `marker` is running on the server."""
+    def run() -> float:
+        with connect(db) as watcher:
+            watcher.autocommit = True
+            for _ in range(2000):
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                    " AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{marker}%",)).fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.005)
+        return action()
+    return run
+
+
+def _sync_point(db: str, n: int, behind: bool) -> SyncPoint:
+    tag = uuid.uuid4().hex[:6]
+    user_id = _new_user(db, tag)
+    payload = _curve_payload(tag, n)
+    alone: float | None = None
+    waiter: concurrent.futures.Future[float] | None = None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        if behind:  # the user's open conversation, and its exchange alone, first
+            with connect(db) as conn:
+                first = {"id": f"{tag}-live-m", "role": "user", "content": "hello",
+                         "timestamp": _DAY.isoformat(), "input_tokens": 1}
+                scenario.pgchat_upload(conn, user_id, [{"id": f"{tag}-live", "title": "live",
+                                                        "messages": [first]}])
+                conn.commit()
+            alone = _timed_exchange(db, user_id, f"{tag}-live", tag, 0)
+            waiter = pool.submit(_when_running(
+                db, "sync_user_conversations",
+                lambda: _timed_exchange(db, user_id, f"{tag}-live", tag, 1)))
+        with connect(db) as conn:
+            began = time.perf_counter()
+            result = scenario.pgchat_upload(conn, user_id, payload)
+            conn.commit()
+            seconds = time.perf_counter() - began
+        behind_ms = waiter.result(timeout=3600) if waiter is not None else None
+    finally:
+        pool.shutdown(wait=True)
+    return SyncPoint(n, seconds, int(result["messages_inserted"]), alone, behind_ms)
+
+
 def sync_curve(sizes: tuple[int, ...] = SYNC_CURVE_SIZES, *, dsn: str | None = None,
                bin_dir: Path | None = None, db_prefix: str = "bench_",
-               progress: Progress | None = None) -> list[SyncPoint]:
+               progress: Progress | None = None,
+               behind_size: int | None = BEHIND_SIZE) -> list[SyncPoint]:
     """pgchat only: one sync_user_conversations call per size, each of N new conversations of
     one message for a fresh user, timed from the call to the commit (the client's JSON work
-    included). Linear means the seconds per 1,000 conversations stay flat as N grows."""
+    included). Linear means the seconds per 1,000 conversations stay flat as N grows. At
+    `behind_size` (default 20,000; None: the largest size) the same user's live exchange is
+    also written while the sync runs: how long a user waits behind their own big sync."""
     say: Progress = progress or (lambda _line: None)
+    behind_at = behind_size if behind_size in sizes else max(sizes)
     points: list[SyncPoint] = []
     with contextlib.ExitStack() as stack:
         if dsn is not None:
@@ -1010,16 +1076,9 @@ def sync_curve(sizes: tuple[int, ...] = SYNC_CURVE_SIZES, *, dsn: str | None = N
         _install_pgchat(db)
         _seed("pgchat", db)
         for n in sizes:
-            tag = uuid.uuid4().hex[:6]
-            user_id = _new_user(db, tag)
-            payload = _curve_payload(tag, n)
-            with connect(db) as conn:
-                began = time.perf_counter()
-                result = scenario.pgchat_upload(conn, user_id, payload)
-                conn.commit()
-                seconds = time.perf_counter() - began
-            points.append(SyncPoint(n, seconds, int(result["messages_inserted"])))
-            say(f"sync of {n:,} conversations: {seconds:.2f} s")
+            point = _sync_point(db, n, behind=n == behind_at)
+            points.append(point)
+            say(f"sync of {n:,} conversations: {point.seconds:.2f} s")
             _analyze(db)
     return points
 
@@ -1030,6 +1089,12 @@ def render_sync_curve(points: list[SyncPoint]) -> str:
             for p in points]
     lines = ["Sync scaling (pgchat): one call of N conversations of one message each",
              *_grid(["conversations", "seconds", "s per 1,000", "messages inserted"], rows)]
+    for p in points:
+        if p.exchange_behind_ms is not None and p.exchange_alone_ms is not None:
+            lines.append(f"The same user's exchange while the {p.conversations:,}-conversation"
+                         f" sync runs: {p.exchange_behind_ms:,.0f} ms (alone:"
+                         f" {p.exchange_alone_ms:,.1f} ms; the sync took"
+                         f" {p.seconds * 1000:,.0f} ms)")
     return "\n".join(lines) + "\n"
 
 

@@ -827,6 +827,10 @@ CREATE FUNCTION pgchat.tg_chat_sessions__follow_move() RETURNS trigger
 DECLARE
     v_messages pgchat.usage_event[] := '{}';
 BEGIN
+    IF (NEW.id, NEW.user_id) = (OLD.id, OLD.user_id)
+       AND (NEW.created_at AT TIME ZONE 'UTC')::date = (OLD.created_at AT TIME ZONE 'UTC')::date THEN
+        RETURN NULL;  -- created_at moved within its day: counted on the same date
+    END IF;
     PERFORM pg_catalog.set_config('pgchat.writer', 'on', true);  -- pgchat's own writes (0005)
     PERFORM pgchat.lock_in_order(ARRAY[OLD.user_id, NEW.user_id], '{}');
     IF NEW.user_id <> OLD.user_id THEN
@@ -2866,7 +2870,7 @@ CREATE TRIGGER _100_keep_counted BEFORE DELETE ON public.chat_sessions FOR EACH 
 -- Name: chat_sessions _400_follow_move; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _400_follow_move AFTER UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((old.id IS DISTINCT FROM new.id) OR (old.user_id IS DISTINCT FROM new.user_id) OR (((old.created_at AT TIME ZONE 'UTC'::text))::date IS DISTINCT FROM ((new.created_at AT TIME ZONE 'UTC'::text))::date))) EXECUTE FUNCTION pgchat.tg_chat_sessions__follow_move();
+CREATE TRIGGER _400_follow_move AFTER UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((old.id IS DISTINCT FROM new.id) OR (old.user_id IS DISTINCT FROM new.user_id) OR (old.created_at IS DISTINCT FROM new.created_at))) EXECUTE FUNCTION pgchat.tg_chat_sessions__follow_move();
 
 --
 -- Name: chat_messages _400_follow_rename; Type: TRIGGER; Schema: public; Owner: -

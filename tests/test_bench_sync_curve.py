@@ -22,10 +22,15 @@ def test_the_sync_curve_measures_each_size_on_an_existing_server(pg_server: PgSe
                               db_prefix=prefix)
     assert [(p.conversations, p.messages_inserted) for p in points] == [(20, 20), (40, 40)]
     assert all(p.seconds > 0 for p in points)
+    # The same user's exchange, behind the largest sync (and alone before it).
+    assert points[0].exchange_behind_ms is None
+    behind, alone = points[-1].exchange_behind_ms, points[-1].exchange_alone_ms
+    assert behind is not None and alone is not None and behind > 0 and alone > 0
     text = bench.render_sync_curve(points)
     assert text.splitlines()[1].split() == ["conversations", "seconds", "s", "per", "1,000",
                                             "messages", "inserted"]
     assert text.splitlines()[3].split()[0] == "20"
+    assert "The same user's exchange while the 40-conversation sync runs:" in text
     with psycopg.connect(pg_server.url(pg_server.maintenance_db)) as conn:
         assert conn.execute("select datname from pg_database where datname like %s",
                             (prefix + "%",)).fetchall() == []
