@@ -1218,8 +1218,8 @@ BEGIN
 END
 $fn$;
 
--- Rewrite the counters of a batch of users from the ledger. Days without ledger events are
--- zeroed, never deleted. The caller holds the users' lock (lock_users_for_rebuild, as a
+-- Rewrite the counters of a batch of users from what was counted (counted_events). Days
+-- without events are zeroed, never deleted. The caller holds the users' lock (lock_users_for_rebuild, as a
 -- statement of its own), so no booking of theirs is lost. Returns the number of daily rows
 -- and profiles that changed. Without JIT, as usage_drift_of. Only the counters the table has
 -- are written (render()); pgchat.writer = on marks the writes as pgchat's for the guards.
@@ -1304,9 +1304,9 @@ $tmpl$);
 END
 $render$;
 
--- Rewrite the counters from the ledger (all users, or one) in the caller's transaction, under
--- the profiles' locks: the one-transaction form (every booking of the users waits until it
--- commits). `pgchat usage rebuild` goes batch by batch instead (rebuild_users).
+-- Rewrite the counters from what was counted (all users, or one) in the caller's transaction,
+-- under the profiles' locks: the one-transaction form (every booking of the users waits until
+-- it commits). `pgchat usage rebuild` goes batch by batch instead (rebuild_users).
 CREATE FUNCTION pgchat.rebuild_usage(p_user_id uuid DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $fn$
 BEGIN
