@@ -635,8 +635,9 @@ def demo_command(dsn: str | None, as_json: bool, yes: bool) -> None:
 @click.option("--live", is_flag=True,
               help="Only the live path: one exchange into sessions of 250 and 16,000 messages "
               "(legacy, write_chat_exchange, a plain INSERT through pgchat's triggers, the floor; "
-              "interleaved), 8 writers of 8 different users, plannings per call; prints the "
-              "ratios.")
+              "interleaved), 8 writers of 8 different users, plannings per call, pgchat's own "
+              "bytes per message (100,000 messages synced) and the rows one exchange writes per "
+              "table; prints the ratios.")
 def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
                   exchanges: int | None, writers: int | None, seconds: float | None,
                   quick: bool, as_json: bool, out: Path | None, plot_path: Path | None,

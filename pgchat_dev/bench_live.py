@@ -18,7 +18,14 @@ The path every chat message takes, measured on the server it runs on:
 - plans: how often the server plans a statement during one call of each pgchat path, once the
   connection is warm. Counted from the server itself, on any PostgreSQL 15+: with
   log_planner_stats on, every planning of a statement (top-level or inside a function) sends a
-  "PLANNER STATISTICS" message, which names the function and line it planned for.
+  "PLANNER STATISTICS" message, which names the function and line it planned for;
+- storage and rows: pgchat's own bytes per message, the growth of its own relations while the
+  sync writes M messages (U users, each one sync of C conversations of K messages), between
+  two VACUUM ANALYZEs, next to the growth of the chat tables themselves; and the rows one
+  exchange writes, per table and way of writing it (pg_stat_xact_user_tables read inside the
+  transaction, before its COMMIT, so exact). pgchat's own relations are discovered, never
+  named: the tables of the schemas, and the tables and indexes of schema public, that the
+  pgchat database holds and the legacy database (the app's schema before pgchat) does not.
 """
 
 from __future__ import annotations
@@ -60,9 +67,19 @@ class LiveConfig:
     warmup: int = 20
     writers: int = 8
     seconds: float = 10.0
+    # storage: each of storage_users syncs storage_conversations conversations of
+    # storage_messages messages, in one call (defaults: 100,000 messages)
+    storage_users: int = 20
+    storage_conversations: int = 100
+    storage_messages: int = 50
+
+    @property
+    def storage_total(self) -> int:
+        return self.storage_users * self.storage_conversations * self.storage_messages
 
 
-LIVE_QUICK = LiveConfig(sizes=(50, 400), calls=30, warmup=10, writers=8, seconds=2.0)
+LIVE_QUICK = LiveConfig(sizes=(50, 400), calls=30, warmup=10, writers=8, seconds=2.0,
+                        storage_users=2, storage_conversations=10, storage_messages=50)
 
 
 @dataclass
@@ -79,6 +96,43 @@ class WritersResult:
 
 
 @dataclass
+class RelationGrowth:
+    name: str  # schema.relation
+    kind: str  # "table" (with its indexes and TOAST) or "index"
+    before: int  # bytes
+    after: int
+    growth: int = 0
+    heap: int = 0  # tables: growth of the table alone (main fork, with FSM and VM) ...
+    indexes: int = 0  # ... and of its indexes (TOAST: growth - heap - indexes)
+
+    def __post_init__(self) -> None:
+        self.growth = self.after - self.before
+
+
+@dataclass
+class StorageResult:
+    """What M messages written by the sync add to the pgchat database, in bytes."""
+
+    messages: int
+    users: int
+    conversations: int  # per user
+    per_conversation: int  # messages
+    sync_seconds: float  # the syncs, commits included
+    own: list[RelationGrowth]  # pgchat's own relations
+    chat: list[RelationGrowth]  # public.chat_messages and public.chat_sessions, for scale
+    own_bytes: int = 0
+    chat_bytes: int = 0
+    own_per_message: float = 0.0
+    chat_per_message: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.own_bytes = sum(r.growth for r in self.own)
+        self.chat_bytes = sum(r.growth for r in self.chat)
+        self.own_per_message = self.own_bytes / self.messages
+        self.chat_per_message = self.chat_bytes / self.messages
+
+
+@dataclass
 class LiveReport:
     machine: dict[str, Any]
     server: dict[str, Any]
@@ -88,6 +142,8 @@ class LiveReport:
     cpu_us: dict[str, float] = field(default_factory=dict)  # "variant@N" -> backend CPU per call
     writers: list[WritersResult] = field(default_factory=list)
     plans: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> where -> per call
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> table -> rows
+    storage: StorageResult | None = None
 
     def p50(self, variant: str, n: int, *, quiet: bool = False) -> float:
         results = self.quiet if quiet else self.exchange
@@ -300,6 +356,148 @@ def count_plans(dsn: str, tag: str, calls: int = 20,
     return out
 
 
+# --- rows one exchange writes -----------------------------------------------------------------
+
+
+def count_rows(dsns: dict[str, str], tag: str) -> dict[str, dict[str, int]]:
+    """Rows (tuples inserted + updated + deleted) one exchange writes, per table, per variant.
+
+    Each variant gets a user and a session of its own and writes one exchange first (the day's
+    counters then exist: what every later exchange of the day finds); the second exchange is
+    counted, from pg_stat_xact_user_tables read in its transaction before and after the write,
+    before its COMMIT (the difference of the two reads is exactly this transaction's writes)."""
+    out: dict[str, dict[str, int]] = {}
+    for variant in VARIANTS:
+        dsn = dsns[DATABASE_OF[variant]]
+        user_id = bench._new_user(dsn, f"{tag}-rows-{variant}")
+        session_id = f"{tag}-rows-{variant}"
+        with connect(dsn) as conn:
+            conn.execute("INSERT INTO public.chat_sessions (id, user_id, title, created_at,"
+                         " updated_at) VALUES (%s, %s, 'rows', %s, %s)",
+                         (session_id, user_id, bench._DAY, bench._DAY))
+            conn.commit()
+            for k in range(2):
+                user, assistant = bench._exchange(session_id, k,
+                                                  bench._DAY + timedelta(seconds=k + 1))
+                earlier = bench._written_tuples(conn)
+                WRITE[variant](conn, user_id, session_id, user, assistant)
+                after = bench._written_tuples(conn)
+                conn.commit()
+            out[variant] = {t: n - earlier.get(t, 0) for t, n in after.items()
+                            if n != earlier.get(t, 0)}
+    return out
+
+
+# --- pgchat's own storage -------------------------------------------------------------------
+
+# The non-system schemas of a database, its public tables and the indexes on them.
+_SCHEMAS = ("SELECT nspname FROM pg_catalog.pg_namespace"
+            " WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'")
+_PUBLIC_RELATIONS = """
+SELECT c.relname FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind::text = ANY(%s)
+"""
+
+
+def _names(dsn: str, query: str, params: tuple[Any, ...] = ()) -> set[str]:
+    with connect(dsn, autocommit=True) as conn:
+        return {str(row[0]) for row in conn.execute(query, params).fetchall()}
+
+
+def own_relations(dsns: dict[str, str]) -> tuple[list[str], list[str]]:
+    """pgchat's own relations in the pgchat database, by comparison with the legacy database
+    (the app's schema before pgchat): the tables of the schemas only pgchat has, with the
+    public tables only pgchat has (each counted with its indexes and TOAST); and the indexes
+    on public tables that only pgchat has. Names are schema-qualified (quoted if need be)."""
+    schemas = (_names(dsns["pgchat"], _SCHEMAS) - _names(dsns["legacy"], _SCHEMAS)) | {"public"}
+    new_tables = (_names(dsns["pgchat"], _PUBLIC_RELATIONS, (["r", "p"],))
+                  - _names(dsns["legacy"], _PUBLIC_RELATIONS, (["r", "p"],)))
+    new_indexes = (_names(dsns["pgchat"], _PUBLIC_RELATIONS, (["i", "I"],))
+                   - _names(dsns["legacy"], _PUBLIC_RELATIONS, (["i", "I"],)))
+    with connect(dsns["pgchat"], autocommit=True) as conn:
+        tables = [str(r[0]) for r in conn.execute(
+            "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'm') AND n.nspname = ANY(%s)"
+            " AND (n.nspname <> 'public' OR c.relname = ANY(%s)) ORDER BY 1",
+            (sorted(schemas), sorted(new_tables))).fetchall()]
+        indexes = [str(r[0]) for r in conn.execute(
+            "SELECT format('%%I.%%I', 'public', i.relname) FROM pg_catalog.pg_index x"
+            " JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid"
+            " JOIN pg_catalog.pg_class t ON t.oid = x.indrelid"
+            " WHERE t.relnamespace = 'public'::regnamespace AND i.relname = ANY(%s)"
+            " AND NOT t.relname = ANY(%s) ORDER BY 1",
+            (sorted(new_indexes), sorted(new_tables))).fetchall()]
+    return tables, indexes
+
+
+CHAT_TABLES = ("public.chat_messages", "public.chat_sessions")
+
+
+def _sizes(conn: psycopg.Connection, tables: list[str],
+           indexes: list[str]) -> dict[str, tuple[int, int, int]]:
+    """relation -> (bytes, heap bytes, index bytes): tables with their indexes and TOAST
+    (pg_total_relation_size; heap: the main fork, FSM and VM), indexes alone
+    (pg_relation_size)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for name in tables:
+        row = conn.execute("SELECT pg_total_relation_size(r), pg_relation_size(r, 'main')"
+                           " + pg_relation_size(r, 'fsm') + pg_relation_size(r, 'vm'),"
+                           " pg_indexes_size(r) FROM CAST(%s AS regclass) r",
+                           (name,)).fetchone()
+        assert row is not None
+        out[name] = (int(row[0]), int(row[1]), int(row[2]))
+    for name in indexes:
+        row = conn.execute("SELECT pg_relation_size(%s::regclass)", (name,)).fetchone()
+        assert row is not None
+        out[name] = (int(row[0]), 0, int(row[0]))
+    return out
+
+
+def _vacuum_analyze(dsn: str) -> None:
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
+def bench_storage(dsns: dict[str, str], cfg: LiveConfig, tag: str,
+                  progress: Progress) -> StorageResult:
+    """The growth of pgchat's own relations, and of the chat tables, while the sync writes
+    cfg.storage_total messages: sizes after VACUUM ANALYZE, before and after."""
+    dsn = dsns["pgchat"]
+    tables, indexes = own_relations(dsns)
+    users = [bench._new_user(dsn, f"{tag}-storage{u}") for u in range(cfg.storage_users)]
+    _vacuum_analyze(dsn)
+    with connect(dsn) as conn:
+        before = _sizes(conn, [*tables, *CHAT_TABLES], indexes)
+        conn.commit()
+        began = time.perf_counter()
+        for u, user_id in enumerate(users):
+            convs = scenario.story(f"{tag}-st{u}", conversations=cfg.storage_conversations,
+                                   messages_per_conversation=cfg.storage_messages, failed=0)
+            scenario.pgchat_upload(conn, user_id, convs)
+            conn.commit()
+        seconds = time.perf_counter() - began
+    _vacuum_analyze(dsn)
+    with connect(dsn) as conn:
+        after = _sizes(conn, [*tables, *CHAT_TABLES], indexes)
+        conn.commit()
+
+    def growth(name: str, kind: str) -> RelationGrowth:
+        return RelationGrowth(name, kind, before[name][0], after[name][0],
+                              heap=after[name][1] - before[name][1],
+                              indexes=after[name][2] - before[name][2])
+
+    result = StorageResult(
+        cfg.storage_total, cfg.storage_users, cfg.storage_conversations, cfg.storage_messages,
+        seconds,
+        own=[growth(t, "table") for t in tables] + [growth(i, "index") for i in indexes],
+        chat=[growth(t, "table") for t in CHAT_TABLES])
+    progress(f"storage: {result.messages:,} messages synced in {seconds:.1f} s; pgchat's own "
+             f"{result.own_per_message:.1f} bytes per message, the chat tables "
+             f"{result.chat_per_message:.1f}")
+    return result
+
+
 # --- run and render ---------------------------------------------------------------------------
 
 
@@ -329,6 +527,10 @@ def run(cfg: LiveConfig, *, dsn: str | None = None, bin_dir: Path | None = None,
             dsns, cfg, tag, say, cpu_us=report.cpu_us if read_cpu else None)
         report.writers = bench_writers(dsns, cfg, tag, say)
         report.plans = count_plans(dsns["pgchat"], tag)
+        report.rows = count_rows(dsns, tag)
+        say("rows one exchange writes: " + ", ".join(
+            f"{v} {sum(t.values())}" for v, t in report.rows.items()))
+        report.storage = bench_storage(dsns, cfg, tag, say)
         report.machine["load_after"] = bench._load()
     return report
 
@@ -365,6 +567,7 @@ def render(report: LiveReport) -> str:
         out += ["", "The same, without legacy's calls in the loop (they leave the cores busy and"
                 " their caches cold, which slows the floor most): p50 us"]
         out += bench._grid(["N", *[LABELS[v] for v in QUIET], "exchange/floor"], quiet_rows)
+    out += render_storage(report)
     legacy, pgchat = report.writers_of("legacy"), report.writers_of("pgchat")
     out += ["", f"{cfg.writers} writers of {cfg.writers} different users for {cfg.seconds:g} s: "
             f"legacy {legacy.throughput:,.0f}/s, pgchat {pgchat.throughput:,.0f}/s "
@@ -380,3 +583,43 @@ def render(report: LiveReport) -> str:
         detail = ", ".join(f"{w}: {n:g}" for w, n in where.items()) or "none"
         out.append(f"  {LABELS[variant]}: {total:g} ({detail})")
     return "\n".join(out) + "\n"
+
+
+def _growth_line(r: RelationGrowth, messages: int) -> list[str]:
+    what = "table, indexes, TOAST" if r.kind == "table" else "index"
+    return [f"  {r.name} ({what})", f"{r.growth:,}", f"{r.growth / messages:,.1f}",
+            f"{r.heap / messages:,.1f}" if r.kind == "table" else "",
+            f"{r.indexes / messages:,.1f}"]
+
+
+def render_storage(report: LiveReport) -> list[str]:
+    """The section "Storage and rows" (nothing when the report has neither)."""
+    if report.storage is None and not report.rows:
+        return []
+    out = ["", "Storage and rows"]
+    st = report.storage
+    if st is not None:
+        out += ["", f"pgchat's own storage: growth while the sync writes {st.messages:,} messages "
+                f"({st.users:,} users x {st.conversations:,} conversations x "
+                f"{st.per_conversation:,} messages, one sync per user, "
+                f"{st.sync_seconds:.1f} s), after VACUUM ANALYZE"]
+        grew = [r for r in st.own if r.growth]
+        still = sorted({r.name.split(".")[0] for r in st.own if not r.growth})
+        rest = ([[f"  {len(st.own) - len(grew)} more in {', '.join(still)} (did not grow)",
+                  "0", "0.0", "", ""]] if still else [])
+        rows = [["pgchat's own, total", f"{st.own_bytes:,}", f"{st.own_per_message:,.1f}",
+                 "", ""], *[_growth_line(r, st.messages) for r in grew], *rest,
+                ["chat tables, total (for scale)", f"{st.chat_bytes:,}",
+                 f"{st.chat_per_message:,.1f}", "", ""],
+                *[_growth_line(r, st.messages) for r in st.chat]]
+        out += bench._grid(["relation", "bytes", "per message", "heap/msg", "indexes/msg"],
+                           rows)
+    if report.rows:
+        tables = sorted({t for written in report.rows.values() for t in written})
+        variants = [v for v in VARIANTS if v in report.rows]
+        grid = [[t, *[f"{report.rows[v].get(t, 0):,}" for v in variants]] for t in tables]
+        grid.append(["total", *[f"{sum(report.rows[v].values()):,}" for v in variants]])
+        out += ["", "Rows one exchange writes, per table (inserted + updated + deleted, "
+                "pg_stat_xact_user_tables before COMMIT; the day's second exchange)"]
+        out += bench._grid(["table", *[LABELS[v] for v in variants]], grid)
+    return out
