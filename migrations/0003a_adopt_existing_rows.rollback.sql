@@ -1,4 +1,4 @@
--- Undo 0003a: nothing to undo on purpose. The adopted ledger rows are the record of what the
--- legacy code counted; dropping them would count those messages again when they are written
--- again. Applying 0003a again books nothing twice (ON CONFLICT DO NOTHING).
+-- Undo 0003a: nothing to undo on purpose. It only recomputed session statistics (what the
+-- triggers keep from then on) and forgot ledger rows of users that no longer exist; applying
+-- it again recomputes the same values.
 SELECT 1;

@@ -458,12 +458,12 @@ def _body(mid: str) -> str:
 # --- the steps that are online only outside a transaction ----------------------------------
 #
 # A migration declaring `-- transactional: false` is online under `pgchat migrate` (an index
-# built CONCURRENTLY, a backfill committing batch by batch). In a one-transaction script (the
+# built CONCURRENTLY, statistics recomputed batch by batch). In a one-transaction script (the
 # SQL editor's `pgchat sql`, a Supabase CLI file) it cannot be: what it does there instead is
 # said in the files (OFFLINE_NOTES), and a Supabase file refuses it on a database larger than
 # its OFFLINE_LIMITS, naming its online form (a file for psql, outside a transaction).
 # docs/adoption-export.md has the measured writer waits of both forms: at 100,000 messages the
-# one-transaction index build held writers 0.2 s; the one-transaction backfill held them 2 s
+# one-transaction index build held writers 0.2 s; the one-transaction 0003a held them 2 s
 # and deadlocked with them (its statistics batches lock profiles and sessions batch by batch,
 # so across batches the lock order is not the writers' one): it runs in one transaction only
 # while the sessions fit in one statistics batch (200, c_stats_batch in 0003a).
@@ -479,7 +479,7 @@ OFFLINE_NOTES = {
         "builds idx_chat_messages_session_latest WITHOUT CONCURRENTLY: every write to "
         "public.chat_messages waits until the build (and the file) ends",
     "0003a_adopt_existing_rows":
-        "runs the adoption backfill in ONE transaction: the sessions (and the profiles of their "
+        "recomputes session statistics in ONE transaction: the sessions (and the profiles of their "
         "users) whose statistics it recomputes stay locked until the file ends, so writes to "
         "them wait (and may deadlock with it)",
 }
