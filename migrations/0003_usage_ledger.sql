@@ -551,11 +551,12 @@ CREATE TYPE pgchat.message_facts AS (
 
 -- The usage events of a set of messages: successful user/assistant messages only. An
 -- assistant reply's duration counts as active time (whole seconds) and as generation_ms.
-CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[])
+-- Owned by their session's user, or by p_owner (a session's owner before it changed).
+CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[], p_owner uuid DEFAULT NULL)
 RETURNS pgchat.usage_event[] LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 BEGIN
     RETURN (SELECT coalesce(array_agg(ROW(
-        'message', m.id, s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
+        'message', m.id, coalesce(p_owner, s.user_id), (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
         CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
         CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
         CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
@@ -570,6 +571,24 @@ BEGIN
     WHERE m.counted AND m.role IN ('user', 'assistant'));
 END
 $fn$;
+
+-- The facts of a session's stored messages that are counted events (successful user and
+-- assistant messages), read from the table whichever duration column it has.
+DO $render$
+BEGIN
+    EXECUTE pgchat_migrations.render($tmpl$
+CREATE FUNCTION pgchat.session_message_facts(p_session_id text)
+RETURNS pgchat.message_facts[] LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    SELECT coalesce(array_agg(ROW(m.id, m.session_id, m.role, true, m.total_tokens, m.input_tokens,
+                                  m.output_tokens, m.model, /*elapsed_ms:m*/,
+                                  m.message_timestamp)::pgchat.message_facts), '{}')
+    FROM public.chat_messages m
+    WHERE m.session_id = p_session_id AND coalesce(m.error_message, '') = ''
+      AND m.role IN ('user', 'assistant')
+$fn$
+$tmpl$);
+END
+$render$;
 
 -- Statistic deltas of a set of messages per session, signed: +1 for rows added, -1 removed.
 CREATE FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_sign integer)
@@ -834,9 +853,6 @@ $fn$;
 -- deletes its messages after the session row is gone, when their owner can no longer be
 -- looked up. Row-level, on deletes only. Nothing is kept for a user being deleted (the profile
 -- is gone already): tg_profiles__forget_usage forgets that user's usage anyway.
-DO $render$
-BEGIN
-    EXECUTE pgchat_migrations.render($tmpl$
 CREATE FUNCTION pgchat.tg_chat_sessions__keep_counted()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 BEGIN
@@ -847,26 +863,15 @@ BEGIN
     PERFORM pgchat.record_usage(pgchat.uncovered(
         ARRAY[ROW('session', OLD.id, OLD.user_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.id,
                   0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event]
-        || pgchat.message_events(ARRAY(
-            SELECT ROW(m.id, m.session_id, m.role, true, m.total_tokens, m.input_tokens, m.output_tokens,
-                       m.model, /*elapsed_ms:m*/, m.message_timestamp)::pgchat.message_facts
-            FROM public.chat_messages m
-            WHERE m.session_id = OLD.id AND coalesce(m.error_message, '') = ''
-              AND m.role IN ('user', 'assistant')))), 'deleted');
+        || pgchat.message_events(pgchat.session_message_facts(OLD.id))), 'deleted');
     RETURN OLD;
 END
-$fn$
-$tmpl$);
-END
-$render$;
+$fn$;
 
 -- A session that changes its id, its owner (the service role can write either) or the UTC day
 -- it was created on: what it counted stays counted under its old identity and date, and its
 -- new identity is marked counted with nothing to add; a change of owner does the same for each
 -- of its counted messages.
-DO $render$
-BEGIN
-    EXECUTE pgchat_migrations.render($tmpl$
 CREATE FUNCTION pgchat.tg_chat_sessions__follow_move()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $fn$
 DECLARE
@@ -880,18 +885,7 @@ BEGIN
     PERFORM pgchat.lock_in_order(ARRAY[OLD.user_id, NEW.user_id], '{}');
     IF NEW.user_id <> OLD.user_id THEN
         -- the counted messages, as the old owner counted them (their rows already say NEW.id)
-        v_messages := ARRAY(
-            SELECT ROW('message', m.id, OLD.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, OLD.id,
-                       CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
-                       CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN m.model END, 0,
-                       CASE WHEN m.role = 'assistant' THEN (/*elapsed_ms:m*/ / 1000)::integer ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN /*elapsed_ms:m*/ ELSE 0 END)::pgchat.usage_event
-            FROM public.chat_messages m
-            WHERE m.session_id = NEW.id AND coalesce(m.error_message, '') = ''
-              AND m.role IN ('user', 'assistant'));
+        v_messages := pgchat.message_events(pgchat.session_message_facts(NEW.id), OLD.user_id);
         PERFORM pgchat.record_usage(pgchat.uncovered(v_messages), 'changed');
         PERFORM pgchat.record_usage(ARRAY(
             SELECT ROW('message', l.event_key, NEW.user_id, l.usage_date, NEW.id, 0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
@@ -907,10 +901,7 @@ BEGIN
                   0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event], 'moved');
     RETURN NULL;
 END
-$fn$
-$tmpl$);
-END
-$render$;
+$fn$;
 
 -- The keyed track_user_usage (every legacy one was dropped by the adoption block above).
 

@@ -411,16 +411,16 @@ END
 $$;
 
 --
--- Name: message_events(pgchat.message_facts[]); Type: FUNCTION; Schema: pgchat; Owner: -
+-- Name: message_events(pgchat.message_facts[], uuid); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
-CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[]) RETURNS pgchat.usage_event[]
+CREATE FUNCTION pgchat.message_events(p_rows pgchat.message_facts[], p_owner uuid DEFAULT NULL::uuid) RETURNS pgchat.usage_event[]
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
 BEGIN
     RETURN (SELECT coalesce(array_agg(ROW(
-        'message', m.id, s.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
+        'message', m.id, coalesce(p_owner, s.user_id), (m.message_timestamp AT TIME ZONE 'UTC')::date, m.session_id,
         CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
         CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
         CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
@@ -752,6 +752,22 @@ END
 $$;
 
 --
+-- Name: session_message_facts(text); Type: FUNCTION; Schema: pgchat; Owner: -
+--
+
+CREATE FUNCTION pgchat.session_message_facts(p_session_id text) RETURNS pgchat.message_facts[]
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+    SELECT coalesce(array_agg(ROW(m.id, m.session_id, m.role, true, m.total_tokens, m.input_tokens,
+                                  m.output_tokens, m.model, (greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000),
+                                  m.message_timestamp)::pgchat.message_facts), '{}')
+    FROM public.chat_messages m
+    WHERE m.session_id = p_session_id AND coalesce(m.error_message, '') = ''
+      AND m.role IN ('user', 'assistant')
+$$;
+
+--
 -- Name: session_stats_drift(); Type: FUNCTION; Schema: pgchat; Owner: -
 --
 
@@ -835,18 +851,7 @@ BEGIN
     PERFORM pgchat.lock_in_order(ARRAY[OLD.user_id, NEW.user_id], '{}');
     IF NEW.user_id <> OLD.user_id THEN
         -- the counted messages, as the old owner counted them (their rows already say NEW.id)
-        v_messages := ARRAY(
-            SELECT ROW('message', m.id, OLD.user_id, (m.message_timestamp AT TIME ZONE 'UTC')::date, OLD.id,
-                       CASE WHEN m.role = 'user' THEN 1 ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN 1 ELSE 0 END,
-                       CASE WHEN m.role = 'user' THEN greatest(coalesce(m.input_tokens, 0), 0) ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN greatest(coalesce(m.output_tokens, 0), 0) ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN m.model END, 0,
-                       CASE WHEN m.role = 'assistant' THEN ((greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000) / 1000)::integer ELSE 0 END,
-                       CASE WHEN m.role = 'assistant' THEN (greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000) ELSE 0 END)::pgchat.usage_event
-            FROM public.chat_messages m
-            WHERE m.session_id = NEW.id AND coalesce(m.error_message, '') = ''
-              AND m.role IN ('user', 'assistant'));
+        v_messages := pgchat.message_events(pgchat.session_message_facts(NEW.id), OLD.user_id);
         PERFORM pgchat.record_usage(pgchat.uncovered(v_messages), 'changed');
         PERFORM pgchat.record_usage(ARRAY(
             SELECT ROW('message', l.event_key, NEW.user_id, l.usage_date, NEW.id, 0, 0, 0, 0, NULL, 0, 0, 0)::pgchat.usage_event
@@ -906,12 +911,7 @@ BEGIN
     PERFORM pgchat.record_usage(pgchat.uncovered(
         ARRAY[ROW('session', OLD.id, OLD.user_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.id,
                   0, 0, 0, 0, NULL, 1, 0, 0)::pgchat.usage_event]
-        || pgchat.message_events(ARRAY(
-            SELECT ROW(m.id, m.session_id, m.role, true, m.total_tokens, m.input_tokens, m.output_tokens,
-                       m.model, (greatest(coalesce(m.elapsed_time, 0), 0)::bigint * 1000), m.message_timestamp)::pgchat.message_facts
-            FROM public.chat_messages m
-            WHERE m.session_id = OLD.id AND coalesce(m.error_message, '') = ''
-              AND m.role IN ('user', 'assistant')))), 'deleted');
+        || pgchat.message_events(pgchat.session_message_facts(OLD.id))), 'deleted');
     RETURN OLD;
 END
 $$;
@@ -3151,10 +3151,10 @@ REVOKE ALL ON FUNCTION pgchat.lock_users_for_rebuild(p_users uuid[]) FROM PUBLIC
 REVOKE ALL ON FUNCTION pgchat.message_deltas(p_rows pgchat.message_facts[], p_sign integer) FROM PUBLIC;
 
 --
--- Name: FUNCTION message_events(p_rows pgchat.message_facts[]); Type: ACL; Schema: pgchat; Owner: -
+-- Name: FUNCTION message_events(p_rows pgchat.message_facts[], p_owner uuid); Type: ACL; Schema: pgchat; Owner: -
 --
 
-REVOKE ALL ON FUNCTION pgchat.message_events(p_rows pgchat.message_facts[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgchat.message_events(p_rows pgchat.message_facts[], p_owner uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION parse_messages(p_conversations jsonb); Type: ACL; Schema: pgchat; Owner: -
@@ -3191,6 +3191,12 @@ REVOKE ALL ON FUNCTION pgchat.refresh_sessions(p_deltas pgchat.session_delta[]) 
 --
 
 REVOKE ALL ON FUNCTION pgchat.session_latest(p_session_id text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION session_message_facts(p_session_id text); Type: ACL; Schema: pgchat; Owner: -
+--
+
+REVOKE ALL ON FUNCTION pgchat.session_message_facts(p_session_id text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION session_stats_drift(); Type: ACL; Schema: pgchat; Owner: -
