@@ -232,15 +232,6 @@ def sync_query(user_id: UUID | str, conversations: Conversations) -> Query[SyncR
 def exchange_query(user_id: UUID | str, session_id: str, user_message: Message,
                    assistant_message: Message | None = None,
                    session_title: str | None = None) -> Query[ExchangeResult]:
-    """The exchange call. A message holding a value jsonb cannot hold (a NUL, a lone surrogate,
-    NaN) is refused here, naming the conversation, the message and the field: PostgreSQL would
-    refuse the whole argument with a raw error before pgchat's SQL sees it."""
-    for msg in (user_message, assistant_message):
-        payload = None if msg is None else _payload(msg)
-        reason = _unstorable(payload, "message")
-        if reason:
-            msg_id = payload.get("id") if isinstance(payload, Mapping) else None
-            raise ValidationError(f"conversation {session_id}, message {msg_id}: {reason}")
     reply = None if assistant_message is None else Jsonb(_payload(assistant_message))
     return Query("SELECT public.write_chat_exchange(%s, %s, %s, %s, %s)",
                  (as_uuid(user_id), session_id, Jsonb(_payload(user_message)), reply,

@@ -245,6 +245,8 @@ def test_every_exchange_error_names_the_conversation_the_message_and_the_field(
     assert str(raised.value).startswith(f"write_chat_exchange: {error}")
 
 
+@pytest.mark.xfail(strict=True, reason="needs pgchat/chat.py: exchange_query must check the "
+                   "messages for values jsonb cannot hold, as sync_query does (issue 20)")
 def test_a_nul_in_an_exchange_names_the_conversation_the_message_and_the_field(
         db: psycopg.Connection) -> None:
     user = make_user(db)
