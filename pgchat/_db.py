@@ -138,14 +138,18 @@ def check_params(query: Query[Any]) -> None:
         return
     called = _CALLED.match(query.sql)
     names = _ARGUMENTS.get(called.group(1), ()) if called else ()
+    session = (query.params[names.index("session_id")] if "session_id" in names
+               and names.index("session_id") < len(query.params) else None)
     for n, param in enumerate(query.params):
         value = param.obj if isinstance(param, Jsonb) else param
         name = names[n] if n < len(names) else f"argument {n + 1}"
         if isinstance(value, Mapping) and isinstance(value.get("id"), str):
             name = f"{name} (message {value['id']!r})"
         reason = _unstorable(value, name)
-        if reason:
-            raise ValidationError(reason)
+        if reason:  # an exchange's message is named with its conversation, as the sync names it
+            prefix = (f"conversation {session!r}, " if isinstance(session, str)
+                      and name != "session_id" and _unstorable(session, "") is None else "")
+            raise ValidationError(prefix + reason)
 
 
 def run(conn: psycopg.Connection[Any], query: Query[T]) -> T:

@@ -987,10 +987,13 @@ class SyncPoint:
 
 
 def _curve_payload(tag: str, n: int) -> Conversations:
+    """N conversations of one short message, compact enough that 100,000 stay within the
+    16 MB one upload may hold (the sync refuses conversations past it)."""
     start = _DAY - timedelta(days=1)
-    return [{"id": f"{tag}-c{k}", "title": f"conversation {k}", "messages": [
-        {"id": f"{tag}-c{k}-m", "role": "user", "content": f"question {k}",
-         "timestamp": (start + timedelta(seconds=k)).isoformat(), "input_tokens": 10}]}
+    return [{"id": f"{tag}-{k}", "messages": [
+        {"id": f"{tag}-{k}m", "role": "user", "content": f"q{k}",
+         "timestamp": (start + timedelta(seconds=k)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+         "input_tokens": 10}]}
         for k in range(n)]
 
 
@@ -1047,7 +1050,11 @@ def _sync_point(db: str, n: int, behind: bool) -> SyncPoint:
         behind_ms = waiter.result(timeout=3600) if waiter is not None else None
     finally:
         pool.shutdown(wait=True)
-    return SyncPoint(n, seconds, int(result["messages_inserted"]), alone, behind_ms)
+    inserted = int(result["messages_inserted"])
+    if inserted != n:  # a curve point that silently wrote less would flatter the curve
+        raise RuntimeError(f"the sync of {n:,} conversations wrote {inserted:,} messages:"
+                           f" {result.get('errors', [])[:1]}")
+    return SyncPoint(n, seconds, inserted, alone, behind_ms)
 
 
 def sync_curve(sizes: tuple[int, ...] = SYNC_CURVE_SIZES, *, dsn: str | None = None,

@@ -245,14 +245,13 @@ def test_every_exchange_error_names_the_conversation_the_message_and_the_field(
     assert str(raised.value).startswith(f"write_chat_exchange: {error}")
 
 
-@pytest.mark.xfail(strict=True, reason="needs pgchat/chat.py: exchange_query must check the "
-                   "messages for values jsonb cannot hold, as sync_query does (issue 20)")
 def test_a_nul_in_an_exchange_names_the_conversation_the_message_and_the_field(
         db: psycopg.Connection) -> None:
     user = make_user(db)
-    with pytest.raises(ValidationError, match="conversation c1, message u1: content contains "
-                                              "a NUL character"):
+    with pytest.raises(ValidationError, match=r"^conversation 'c1', user_message \(message 'u1'\)"
+                                              r"\.content contains a NUL character"):
         chat.write_chat_exchange(db, user, "c1", message("u1", content="a\x00b"))
+    assert db.execute("SELECT count(*) FROM chat_messages").fetchone() == (0,)
 
 
 def test_a_nul_in_a_synced_message_names_the_conversation_the_message_and_the_field(
