@@ -679,10 +679,11 @@ BEGIN
             -- from here also makes the statistics move (and a session that would overflow
             -- refuse) before the counters.
             RETURNING s.id, s.user_id
-        ), owners AS (
+        ), owners AS MATERIALIZED (
             -- Each session's owner as one lookup object: a join of new_rows to `stats` is
             -- planned (generically) for one row on each side, and a nested loop over a
-            -- 10,000-session upload made it quadratic.
+            -- 10,000-session upload made it quadratic. MATERIALIZED: referenced once, the
+            -- CTE would be inlined and the aggregate run again for every new row (quadratic).
             SELECT jsonb_object_agg(o.id, o.user_id) AS of_session FROM stats o
         ), booked AS (  -- message_events of the rows the ledger does not cover: counted now
             -- Nothing is written to the ledger: the stored row is the record that it was

@@ -661,6 +661,7 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
         adoption_api = _checkout_only("bench_adoption")
         result = adoption_api.run(messages or adoption_api.DEFAULT_MESSAGES, dsn=dsn,
                                   bin_dir=pg_bin, progress=lambda line: click.echo(line, err=True))
+        _write_out(out, result.to_json())
         if as_json:
             emit_json(result.to_json())
         else:
@@ -670,6 +671,7 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
         sizes = bench_api.SYNC_CURVE_QUICK if quick else bench_api.SYNC_CURVE_SIZES
         points = bench_api.sync_curve(sizes, dsn=dsn, bin_dir=pg_bin,
                                       progress=lambda line: click.echo(line, err=True))
+        _write_out(out, bench_api.sync_curve_json(points))
         if as_json:
             emit_json(bench_api.sync_curve_json(points))
         else:
@@ -683,8 +685,7 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
             seconds=seconds or live_cfg.seconds)
         live_report = live_api.run(live_cfg, dsn=dsn, bin_dir=pg_bin,
                                    progress=lambda line: click.echo(line, err=True))
-        if out is not None:
-            out.write_text(json.dumps(live_report.to_json(), indent=2, default=str) + "\n")
+        _write_out(out, live_report.to_json())
         if as_json:
             emit_json(live_report.to_json())
         else:
@@ -696,8 +697,7 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
         runs=runs, exchanges=exchanges, writers=writers, seconds=seconds)
     report = bench_api.run(cfg, dsn=dsn, bin_dir=pg_bin,
                            progress=lambda line: click.echo(line, err=True))
-    if out is not None:
-        out.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+    _write_out(out, report.to_json())
     if plot_path is not None:
         bench_api.plot(report, plot_path)
     if as_json:
@@ -705,6 +705,12 @@ def bench_command(pg_bin: Path | None, dsn: str | None, runs: int | None,
     else:
         click.echo(bench_api.render(report), nl=False)
     sys.exit(1 if strict and not all(t.passed for t in report.targets) else 0)
+
+
+def _write_out(out: Path | None, figures: object) -> None:
+    """--out: the raw figures as JSON in a file, whichever part of the bench ran."""
+    if out is not None:
+        out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
 
 
 # --- risks -----------------------------------------------------------------------------------

@@ -976,24 +976,27 @@ BEHIND_SIZE = 20_000  # the sync a same-user exchange is measured behind (--quic
 @dataclass(frozen=True)
 class SyncPoint:
     """One sync call of `conversations` conversations of one message each. At one size, the
-    same user's live exchange is also written while the sync runs (`behind_ms`, from the
-    moment the sync's statement is running to the exchange's commit) and alone before it."""
+    same user writes live exchanges into another conversation, one after another, from the
+    moment the sync's statement is running until it has committed (`exchanges_behind` of them,
+    each timed from its call to its commit: the median and the longest), and one alone before."""
 
     conversations: int
     seconds: float
     messages_inserted: int
     exchange_alone_ms: float | None = None
-    exchange_behind_ms: float | None = None
+    exchange_behind_ms: float | None = None  # the longest exchange while the sync ran
+    exchange_behind_p50_ms: float | None = None
+    exchanges_behind: int | None = None
 
 
 def _curve_payload(tag: str, n: int) -> Conversations:
-    """N conversations of one short message, compact enough that 100,000 stay within the
-    16 MB one upload may hold (the sync refuses conversations past it)."""
+    """N conversations of one short message (no tokens), compact enough that 100,000 stay
+    within the 16 MB of jsonb one upload may hold (about 157 of its 168 bytes a conversation;
+    the sync refuses conversations past it)."""
     start = _DAY - timedelta(days=1)
     return [{"id": f"{tag}-{k}", "messages": [
         {"id": f"{tag}-{k}m", "role": "user", "content": f"q{k}",
-         "timestamp": (start + timedelta(seconds=k)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "input_tokens": 10}]}
+         "timestamp": (start + timedelta(seconds=k)).strftime("%Y-%m-%dT%H:%M:%SZ")}]}
         for k in range(n)]
 
 
@@ -1007,20 +1010,23 @@ def _timed_exchange(db: str, user_id: uuid.UUID, session_id: str, tag: str, k: i
         return (time.perf_counter() - began) * 1000
 
 
-def _when_running(db: str, marker: str, action: Callable[[], float]) -> Callable[[], float]:
-    """`action`, started once a statement containing `marker` is running on the server."""
-    def run() -> float:
-        with connect(db) as watcher:
-            watcher.autocommit = True
-            for _ in range(2000):
-                row = watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-                    " AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{marker}%",)).fetchone()
-                if row and row[0]:
-                    break
-                time.sleep(0.005)
-        return action()
-    return run
+def _exchanges_during(db: str, marker: str, done: threading.Event,
+                      exchange: Callable[[int], float]) -> list[float]:
+    """`exchange(k)` for k = 1, 2, ... one after another, from the moment a statement
+    containing `marker` runs on the server until `done` is set: their milliseconds."""
+    with connect(db) as watcher:
+        watcher.autocommit = True
+        for _ in range(2000):
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{marker}%",)).fetchone()
+            if row and row[0]:
+                break
+            time.sleep(0.005)
+    times = [exchange(1)]  # at least one, even if a tiny sync ended before it was seen
+    while not done.is_set():
+        times.append(exchange(len(times) + 1))
+    return times
 
 
 def _sync_point(db: str, n: int, behind: bool) -> SyncPoint:
@@ -1028,7 +1034,8 @@ def _sync_point(db: str, n: int, behind: bool) -> SyncPoint:
     user_id = _new_user(db, tag)
     payload = _curve_payload(tag, n)
     alone: float | None = None
-    waiter: concurrent.futures.Future[float] | None = None
+    during: concurrent.futures.Future[list[float]] | None = None
+    done = threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         if behind:  # the user's open conversation, and its exchange alone, first
@@ -1039,22 +1046,27 @@ def _sync_point(db: str, n: int, behind: bool) -> SyncPoint:
                                                         "messages": [first]}])
                 conn.commit()
             alone = _timed_exchange(db, user_id, f"{tag}-live", tag, 0)
-            waiter = pool.submit(_when_running(
-                db, "sync_user_conversations",
-                lambda: _timed_exchange(db, user_id, f"{tag}-live", tag, 1)))
-        with connect(db) as conn:
-            began = time.perf_counter()
-            result = scenario.pgchat_upload(conn, user_id, payload)
-            conn.commit()
-            seconds = time.perf_counter() - began
-        behind_ms = waiter.result(timeout=3600) if waiter is not None else None
+            during = pool.submit(_exchanges_during, db, "sync_user_conversations", done,
+                                 lambda k: _timed_exchange(db, user_id, f"{tag}-live", tag, k))
+        try:
+            with connect(db) as conn:
+                began = time.perf_counter()
+                result = scenario.pgchat_upload(conn, user_id, payload)
+                conn.commit()
+                seconds = time.perf_counter() - began
+        finally:
+            done.set()
+        times = during.result(timeout=3600) if during is not None else []
     finally:
         pool.shutdown(wait=True)
     inserted = int(result["messages_inserted"])
     if inserted != n:  # a curve point that silently wrote less would flatter the curve
         raise RuntimeError(f"the sync of {n:,} conversations wrote {inserted:,} messages:"
                            f" {result.get('errors', [])[:1]}")
-    return SyncPoint(n, seconds, inserted, alone, behind_ms)
+    if not behind:
+        return SyncPoint(n, seconds, inserted)
+    return SyncPoint(n, seconds, inserted, alone, max(times, default=None),
+                     _median(times) if times else None, len(times))
 
 
 def sync_curve(sizes: tuple[int, ...] = SYNC_CURVE_SIZES, *, dsn: str | None = None,
@@ -1097,11 +1109,13 @@ def render_sync_curve(points: list[SyncPoint]) -> str:
     lines = ["Sync scaling (pgchat): one call of N conversations of one message each",
              *_grid(["conversations", "seconds", "s per 1,000", "messages inserted"], rows)]
     for p in points:
-        if p.exchange_behind_ms is not None and p.exchange_alone_ms is not None:
-            lines.append(f"The same user's exchange while the {p.conversations:,}-conversation"
-                         f" sync runs: {p.exchange_behind_ms:,.0f} ms (alone:"
-                         f" {p.exchange_alone_ms:,.1f} ms; the sync took"
-                         f" {p.seconds * 1000:,.0f} ms)")
+        if p.exchanges_behind is not None and p.exchange_alone_ms is not None:
+            lines.append(
+                f"The same user's exchanges while the {p.conversations:,}-conversation sync"
+                f" runs ({p.seconds * 1000:,.0f} ms): {p.exchanges_behind:,} one after another,"
+                f" median {_ms(p.exchange_behind_p50_ms)} ms, longest"
+                f" {_ms(p.exchange_behind_ms)} ms (one alone before it:"
+                f" {_ms(p.exchange_alone_ms)} ms)")
     return "\n".join(lines) + "\n"
 
 
