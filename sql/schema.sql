@@ -942,8 +942,11 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.usage_stats := coalesce(NEW.usage_stats, '{}'::jsonb)
             || '{"total_messages": 0, "total_tokens": 0, "sessions_created": 0}'::jsonb;
-    ELSE
-        NEW.usage_stats := OLD.usage_stats;  -- a write that moves the totals changes none of it
+    ELSIF (NEW.usage_stats -> 'total_messages', NEW.usage_stats -> 'total_tokens',
+           NEW.usage_stats -> 'sessions_created') IS DISTINCT FROM
+          (OLD.usage_stats -> 'total_messages', OLD.usage_stats -> 'total_tokens',
+           OLD.usage_stats -> 'sessions_created') THEN
+        NEW.usage_stats := OLD.usage_stats;
     END IF;
     RETURN NEW;
 END
@@ -2823,7 +2826,7 @@ CREATE TRIGGER _000_guard_counters_insert BEFORE INSERT ON public.user_usage_dai
 -- Name: user_usage_daily _000_guard_counters_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _000_guard_counters_update BEFORE UPDATE ON public.user_usage_daily FOR EACH ROW WHEN (((((((((((new.messages_sent IS DISTINCT FROM old.messages_sent) OR (new.messages_received IS DISTINCT FROM old.messages_received)) OR (new.input_tokens IS DISTINCT FROM old.input_tokens)) OR (new.output_tokens IS DISTINCT FROM old.output_tokens)) OR (new.total_tokens IS DISTINCT FROM old.total_tokens)) OR (new.models_used IS DISTINCT FROM old.models_used)) OR (new.sessions_created IS DISTINCT FROM old.sessions_created)) OR (new.active_seconds IS DISTINCT FROM old.active_seconds)) OR (new.active_minutes IS DISTINCT FROM old.active_minutes)) AND ((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text)))) EXECUTE FUNCTION pgchat.tg_user_usage_daily__guard_counters();
+CREATE TRIGGER _000_guard_counters_update BEFORE UPDATE ON public.user_usage_daily FOR EACH ROW WHEN (((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION pgchat.tg_user_usage_daily__guard_counters();
 
 --
 -- Name: chat_sessions _000_guard_statistics_insert; Type: TRIGGER; Schema: public; Owner: -
@@ -2835,7 +2838,7 @@ CREATE TRIGGER _000_guard_statistics_insert BEFORE INSERT ON public.chat_session
 -- Name: chat_sessions _000_guard_statistics_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _000_guard_statistics_update BEFORE UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((((((new.message_count IS DISTINCT FROM old.message_count) OR (new.total_tokens IS DISTINCT FROM old.total_tokens)) OR ((new.last_model)::text IS DISTINCT FROM (old.last_model)::text)) OR (new.last_message_preview IS DISTINCT FROM old.last_message_preview)) OR (new.last_message_timestamp IS DISTINCT FROM old.last_message_timestamp)) AND ((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text)))) EXECUTE FUNCTION pgchat.tg_chat_sessions__guard_statistics();
+CREATE TRIGGER _000_guard_statistics_update BEFORE UPDATE ON public.chat_sessions FOR EACH ROW WHEN (((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION pgchat.tg_chat_sessions__guard_statistics();
 
 --
 -- Name: profiles _000_guard_usage_stats_insert; Type: TRIGGER; Schema: public; Owner: -
@@ -2847,7 +2850,7 @@ CREATE TRIGGER _000_guard_usage_stats_insert BEFORE INSERT ON public.profiles FO
 -- Name: profiles _000_guard_usage_stats_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER _000_guard_usage_stats_update BEFORE UPDATE ON public.profiles FOR EACH ROW WHEN ((((((new.usage_stats -> 'total_messages'::text) IS DISTINCT FROM (old.usage_stats -> 'total_messages'::text)) OR ((new.usage_stats -> 'total_tokens'::text) IS DISTINCT FROM (old.usage_stats -> 'total_tokens'::text))) OR ((new.usage_stats -> 'sessions_created'::text) IS DISTINCT FROM (old.usage_stats -> 'sessions_created'::text))) AND ((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text)))) EXECUTE FUNCTION pgchat.tg_profiles__guard_usage_stats();
+CREATE TRIGGER _000_guard_usage_stats_update BEFORE UPDATE ON public.profiles FOR EACH ROW WHEN (((CURRENT_USER <> 'postgres'::name) OR (current_setting('pgchat.writer'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION pgchat.tg_profiles__guard_usage_stats();
 
 --
 -- Name: chat_messages _000_skip_noop_update; Type: TRIGGER; Schema: public; Owner: -

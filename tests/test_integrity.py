@@ -141,6 +141,27 @@ def test_the_session_statistics_written_directly_are_neutralised(
     assert session_drift(db) == []
 
 
+@pytest.mark.parametrize("role", ["service_role", "postgres"])
+def test_a_write_of_the_profile_totals_is_neutralised_and_the_rest_of_it_written(
+        db: psycopg.Connection, alice: uuid.UUID, role: str) -> None:
+    """usage_stats is pgchat's: a write that moves its totals leaves it as it was (the app's
+    column beside it is written); a write of the app's own keys alone goes through."""
+    before = db.execute("select usage_stats from public.profiles where id = %s",
+                        (alice,)).fetchone()
+    assert before is not None and before[0]["total_messages"] == 2
+    with acting_as(db, role, alice):
+        for forged in ("usage_stats || '{\"total_messages\": 999, \"logins\": 3}'", "null",
+                       "'{\"logins\": 3}'"):
+            db.execute(f"update public.profiles set full_name = 'Alice', usage_stats = {forged}"
+                       " where id = %s", (alice,))
+            assert db.execute("select usage_stats, full_name from public.profiles where id = %s",
+                              (alice,)).fetchone() == (before[0], "Alice")
+        db.execute("update public.profiles set usage_stats = usage_stats || '{\"logins\": 4}'"
+                   " where id = %s", (alice,))
+        assert db.execute("select usage_stats from public.profiles where id = %s",
+                          (alice,)).fetchone() == ({**before[0], "logins": 4},)
+
+
 def test_the_apps_own_session_writes_still_work(db: psycopg.Connection,
                                                 alice: uuid.UUID) -> None:
     with acting_as(db, "authenticated", alice):
