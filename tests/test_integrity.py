@@ -238,6 +238,28 @@ def test_track_user_usage_keeps_the_bound_of_one_message(db: psycopg.Connection)
                    (user, DAY))
 
 
+@pytest.mark.parametrize(("argument", "value", "reason"), [
+    ("p_messages_sent", "2000000000", "of one event must be at most 10000000"),
+    ("p_messages_received", "2000000000", "of one event must be at most 10000000"),
+    ("p_usage_date", "'0001-01-01'", "p_usage_date 0001-01-01 is outside the accepted window"),
+    ("p_usage_date", "'9999-12-31'", "p_usage_date 9999-12-31 is outside the accepted window"),
+])
+def test_track_user_usage_refuses_what_would_overflow_or_leave_the_window_by_name(
+        db: psycopg.Connection, argument: str, value: str, reason: str) -> None:
+    """Twice on one day (the second call is where a sum would pass the integer range): each
+    refused with the reason, never 22003, and no counter moves."""
+    user = make_user(db)
+    db.commit()
+    before = usage_state(db, user)
+    date_arg = "" if argument == "p_usage_date" else f", p_usage_date => '{DAY}'"
+    for key in ("k1", "k2"):
+        with acting_as(db, "service_role"), pytest.raises(psycopg.errors.CheckViolation,
+                                                          match=reason):
+            db.execute(f"select public.track_user_usage(p_user_id => %s, p_event_key => '{key}'"
+                       f"{date_arg}, {argument} => {value})", (user,))
+    assert usage_state(db, user) == before
+
+
 # --- ids of bounded length ---------------------------------------------------------------------
 
 
