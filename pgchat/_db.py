@@ -138,8 +138,7 @@ def check_params(query: Query[Any]) -> None:
         return
     called = _CALLED.match(query.sql)
     names = _ARGUMENTS.get(called.group(1), ()) if called else ()
-    session = (query.params[names.index("session_id")] if "session_id" in names
-               and names.index("session_id") < len(query.params) else None)
+    session = dict(zip(names, query.params, strict=False)).get("session_id")  # defaults: shorter
     for n, param in enumerate(query.params):
         value = param.obj if isinstance(param, Jsonb) else param
         name = names[n] if n < len(names) else f"argument {n + 1}"
@@ -147,8 +146,9 @@ def check_params(query: Query[Any]) -> None:
             name = f"{name} (message {value['id']!r})"
         reason = _unstorable(value, name)
         if reason:  # an exchange's message is named with its conversation, as the sync names it
+            # (a session id PostgreSQL cannot take is refused above, as the parameter it is)
             prefix = (f"conversation {session!r}, " if isinstance(session, str)
-                      and name != "session_id" and _unstorable(session, "") is None else "")
+                      and name != "session_id" else "")
             raise ValidationError(prefix + reason)
 
 
